@@ -1,0 +1,30 @@
+# Fresh machine: `make demo` or `make test` creates .venv, installs requirements.txt, then runs.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+
+.PHONY: demo demo-srflow test test-all bench clean
+
+$(VENV)/.installed: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $@
+
+demo: $(VENV)/.installed  ## stage 1 (RRDB, L1) on the photos bundled with scikit-image
+	$(PY) train.py -opt options/demo/rrdb_psnr.yml
+
+demo-srflow: $(VENV)/.installed  ## all three SRFlow stages on the bundled photos
+	$(PY) scripts/train_srflow_pipeline.py -opt options/demo/srflow_pipeline.yml
+
+test: $(VENV)/.installed  ## the default test suite (under 10 minutes on 2 CPU cores)
+	$(PY) -m pytest -q
+
+test-all: $(VENV)/.installed  ## including tests marked slow
+	$(PY) -m pytest -q -m "slow or not slow"
+
+bench: $(VENV)/.installed
+	$(PY) scripts/bench_train.py -opt options/demo/rrdb_psnr.yml
+
+clean:
+	rm -rf experiments results tb_logger

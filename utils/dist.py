@@ -1,0 +1,57 @@
+"""torch.distributed helpers; every function also works in a plain single process."""
+import contextlib
+import os
+from datetime import timedelta
+from typing import Any, Dict
+
+import torch
+import torch.distributed as td
+from torch import nn
+
+
+def initialized() -> bool:
+    return td.is_available() and td.is_initialized()
+
+
+def rank() -> int:
+    return td.get_rank() if initialized() else 0
+
+
+def world_size() -> int:
+    return td.get_world_size() if initialized() else 1
+
+
+def local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", 0))
+
+
+def init_from_env(use_cuda: bool) -> None:
+    """Join the process group torchrun describes in the environment: NCCL on CUDA, gloo on the CPU."""
+    if use_cuda:
+        torch.cuda.set_device(local_rank())
+    td.init_process_group("nccl" if use_cuda else "gloo", timeout=timedelta(minutes=30))
+
+
+def wrap_ddp(net: nn.Module, device: torch.device) -> nn.Module:
+    ids = [device.index] if device.type == "cuda" else None
+    # A frozen RRDB takes no part in the backward pass; DDP must not wait for its gradients.
+    frozen = any(not p.requires_grad for p in net.parameters())
+    return nn.parallel.DistributedDataParallel(net, device_ids=ids, find_unused_parameters=frozen)
+
+
+def no_sync(net: nn.Module, last_chunk: bool) -> Any:
+    """Skip DDP's gradient all-reduce on all but the last accumulation chunk."""
+    if hasattr(net, "no_sync") and not last_chunk:
+        return net.no_sync()
+    return contextlib.nullcontext()
+
+
+def reduce_metrics(metrics: Dict[str, float]) -> Dict[str, float]:
+    """Average each metric over the processes."""
+    if not initialized() or not metrics:
+        return metrics
+    keys = sorted(metrics)
+    values = torch.tensor([float(metrics[k]) for k in keys], dtype=torch.float64,
+                          device="cuda" if td.get_backend() == "nccl" else "cpu")
+    td.all_reduce(values)
+    return {k: float(v) / world_size() for k, v in zip(keys, values)}

@@ -1,0 +1,17 @@
+"""The one exception type for a user's mistake (bad recipe, missing file, unknown name)."""
+import difflib
+from typing import Iterable
+
+
+class ConfigError(Exception):
+    """A mistake in the user's recipe or command line; entry points print it and exit with status 2."""
+
+
+def closest(name: str, candidates: Iterable[str]) -> str:
+    """' (did you mean `x`?)' when a candidate looks like a typo of `name`, else ''."""
+    match = difflib.get_close_matches(str(name), [str(c) for c in candidates], n=1, cutoff=0.6)
+    return f" (did you mean `{match[0]}`?)" if match else ""
+
+
+class TrainingStopped(Exception):
+    """Training cannot go on (e.g. a run of non-finite losses); the message says why and what to do."""
