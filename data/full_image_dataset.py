@@ -1,0 +1,144 @@
+"""Whole images for validation and testing: modes `fullimage`, `paired` and `lq_folder`."""
+import math
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Set, Tuple
+
+import numpy as np
+from torch.utils.data import Dataset
+
+from data.image_folder import image_size, list_images, load_or_substitute, usable_images, warn_skip
+from data.imresize import imresize
+from data.options import folders, positive_int
+from data.sampler import SampleKey, split_key
+from utils.errors import ConfigError
+from utils.image import img2tensor, read_image
+
+Pair = Tuple[Optional[Path], Optional[Path]]  # (HQ file, LQ file); either may be absent
+
+
+class FullImageDataset(Dataset):
+    """mode `fullimage`. Images are cropped from the top-left so the LQ side is a multiple of force_multiple.
+
+    - `dataroot_GT` (or `paths`) only: LQ made by MATLAB bicubic downscaling of the cropped HQ.
+      Items {'hq', 'lq', 'hq_path'}.
+    - `dataroot_GT` and `dataroot_LQ`: files paired by stem (an LQ stem may also end in x<scale>, as DIV2K's
+      do); the LQ must be HQ/scale. Items {'hq', 'lq', 'hq_path', 'lq_path'}.
+    - `dataroot_LQ` only (also mode `lq_folder`): items {'lq', 'lq_path'}.
+    Tensors are float32 3xHxW in [0, 1].
+    """
+
+    def __init__(self, opt: dict):
+        self.scale = positive_int(opt, "scale")
+        self.multiple = positive_int(opt, "force_multiple", 1)
+        gt_key = next((k for k in ("dataroot_GT", "paths") if opt.get(k) is not None), None)
+        lq_key = "dataroot_LQ" if opt.get("dataroot_LQ") is not None else None
+        if gt_key is None and lq_key is None:
+            raise ConfigError("`dataroot_GT` (or `paths`) or `dataroot_LQ` is required")
+        gt = list_images(folders(opt, gt_key), gt_key) if gt_key else []
+        lq = list_images(folders(opt, lq_key), lq_key) if lq_key else []
+        if gt and lq:
+            self.pairs: List[Pair] = self._pair(gt, lq)
+        elif gt:
+            self.pairs = [(p, None) for p in usable_images(gt, (self.multiple * self.scale,) * 2)]
+        else:
+            self.pairs = [(None, p) for p in usable_images(lq, (self.multiple, self.multiple))]
+        if not self.pairs:
+            raise ConfigError(f"`{gt_key or lq_key}`: no usable images")
+        self._names = [hq or lq for hq, lq in self.pairs]
+        self._bad: Set[int] = set()
+
+    def _pair(self, gt: Sequence[Path], lq: Sequence[Path]) -> List[Pair]:
+        gt_by_stem = _by_stem(gt, "dataroot_GT")
+        suffix = f"x{self.scale}"
+        lq_by_stem = _by_stem(lq, "dataroot_LQ", lambda s: s[:-len(suffix)] if s.endswith(suffix)
+                              and s[:-len(suffix)] in gt_by_stem else s)
+        for stem, path in gt_by_stem.items():
+            if stem not in lq_by_stem:
+                raise ConfigError(f"`dataroot_LQ` has no image named {stem} to pair with {path}")
+        for stem, path in lq_by_stem.items():
+            if stem not in gt_by_stem:
+                raise ConfigError(f"`dataroot_GT` has no image named {stem} to pair with {path}")
+        pairs = []
+        for stem, hq_path in gt_by_stem.items():
+            lq_path = lq_by_stem[stem]
+            try:
+                (hh, hw), (lh, lw) = image_size(hq_path), image_size(lq_path)
+            except ValueError as e:
+                warn_skip(hq_path, f"it or its partner {lq_path} is unreadable ({e})")
+                continue
+            allowed = lambda n: (n // self.scale, math.ceil(n / self.scale))  # MATLAB rounds the size up
+            if lh not in allowed(hh) or lw not in allowed(hw):
+                raise ConfigError(f"{lq_path} is {lh}x{lw} but {hq_path} is {hh}x{hw}: with scale {self.scale} "
+                                  f"the LQ image must be {hh // self.scale}x{hw // self.scale}")
+            if min(hh // self.scale, hw // self.scale) < self.multiple:
+                warn_skip(hq_path, f"smaller than scale * force_multiple = {self.scale * self.multiple}")
+                continue
+            pairs.append((hq_path, lq_path))
+        return pairs
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def _load(self, i: int) -> Dict[str, np.ndarray]:
+        hq_path, lq_path = self.pairs[i]
+        s, m = self.scale, self.multiple
+        hq = read_image(hq_path) if hq_path else None
+        lq = read_image(lq_path) if lq_path else None
+        if lq is None:
+            h, w = hq.shape[0] // s, hq.shape[1] // s
+        elif hq is None:
+            h, w = lq.shape[:2]
+        else:
+            h, w = min(lq.shape[0], hq.shape[0] // s), min(lq.shape[1], hq.shape[1] // s)
+        h, w = h - h % m, w - w % m
+        if h == 0 or w == 0:
+            raise ValueError(f"smaller than scale * force_multiple = {s * m}")
+        if hq is not None:
+            hq = hq[:h * s, :w * s]
+        if lq is None:
+            lq = np.clip(imresize(hq, scale=1 / s), 0, 1)
+        item = {"lq": lq[:h, :w]}
+        if hq is not None:
+            item["hq"] = hq
+        return item
+
+    def __getitem__(self, key: SampleKey) -> dict:
+        index, _ = split_key(key, len(self))  # no randomness here
+        index, arrays = load_or_substitute(index, self._names, lambda i: (i, self._load(i)), self._bad)
+        item = {k: img2tensor(v) for k, v in arrays.items()}
+        hq_path, lq_path = self.pairs[index]
+        if hq_path:
+            item["hq_path"] = str(hq_path)
+        if lq_path:
+            item["lq_path"] = str(lq_path)
+        return item
+
+
+class PairedImageDataset(FullImageDataset):
+    """mode `paired`: `fullimage` with both `dataroot_GT` and `dataroot_LQ` required."""
+
+    def __init__(self, opt: dict):
+        for key in ("dataroot_GT", "dataroot_LQ"):
+            if opt.get(key) is None:
+                raise ConfigError(f"`{key}` is required in mode `paired`")
+        super().__init__(opt)
+
+
+class LQFolderDataset(FullImageDataset):
+    """mode `lq_folder`: the LQ images of `dataroot_LQ` alone, for super-resolving a user's folder."""
+
+    def __init__(self, opt: dict):
+        if opt.get("dataroot_LQ") is None:
+            raise ConfigError("`dataroot_LQ` is required in mode `lq_folder`")
+        super().__init__({k: v for k, v in opt.items() if k not in ("dataroot_GT", "paths")})
+
+
+def _by_stem(files: Sequence[Path], key: str, stem_of=lambda s: s) -> Dict[str, Path]:
+    """{stem: file}; two files with the same stem are an error, since pairing would be ambiguous."""
+    out: Dict[str, Path] = {}
+    for path in files:
+        stem = stem_of(path.stem)
+        if stem in out:
+            raise ConfigError(f"`{key}`: {out[stem]} and {path} have the same name; pairing needs unique names")
+        out[stem] = path
+    return out

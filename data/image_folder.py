@@ -1,0 +1,82 @@
+"""Find the images in folders, and drop the ones that cannot be used, warning once about each."""
+import warnings
+from pathlib import Path
+from typing import Callable, List, Sequence, Set, Tuple, TypeVar, Union
+
+from PIL import Image
+
+from utils.errors import ConfigError
+from utils.image import read_image
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+T = TypeVar("T")
+_warned: Set[str] = set()  # per process: a bad file is reported once however often it is met
+
+
+def warn_skip(path: Union[str, Path], reason: str) -> None:
+    """Warn (once per file and process) that an image is left out."""
+    if str(path) not in _warned:
+        _warned.add(str(path))
+        warnings.warn(f"skipping image {path}: {reason}", stacklevel=2)
+
+
+def list_images(folders: Sequence[Path], key: str) -> List[Path]:
+    """Image files under each folder, recursively, sorted within each folder; `key` names the option in errors.
+
+    An entry may also be a single image file.
+    """
+    files: List[Path] = []
+    for folder in folders:
+        if folder.is_file():
+            files.append(folder)
+        elif folder.is_dir():
+            files += sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+        else:
+            raise ConfigError(f"`{key}`: {folder} does not exist")
+    if not files:
+        raise ConfigError(f"`{key}`: no images ({', '.join(IMAGE_EXTENSIONS)}) in {', '.join(map(str, folders))}")
+    return files
+
+
+def image_size(path: Path) -> Tuple[int, int]:
+    """(height, width) from the file header, decoding the whole file only when PIL cannot read the header."""
+    try:
+        with Image.open(path) as im:
+            return im.height, im.width
+    except Exception:  # PIL does not know every format cv2 does; the full decode decides
+        return read_image(path).shape[:2]
+
+
+def usable_images(files: Sequence[Path], min_size: Tuple[int, int] = (1, 1)) -> List[Path]:
+    """The files that can be read and are at least min_size (h, w); the others are skipped with a warning."""
+    kept = []
+    for path in files:
+        try:
+            h, w = image_size(path)
+        except ValueError as e:
+            warn_skip(path, f"unreadable ({e})")
+            continue
+        if h < min_size[0] or w < min_size[1]:
+            warn_skip(path, f"{h}x{w} is smaller than the {min_size[0]}x{min_size[1]} needed")
+            continue
+        kept.append(path)
+    return kept
+
+
+def load_or_substitute(index: int, names: Sequence[Union[str, Path]], load: Callable[[int], T], bad: Set[int]) -> T:
+    """load(index); if it raises ValueError, the first of index+1, index+2, ... (wrapping) that loads.
+
+    For a file that turns out bad only when decoded: it is warned about once (named by names[i]) and
+    remembered in `bad`, so a running epoch goes on with a deterministic substitute.
+    """
+    for k in range(len(names)):
+        i = (index + k) % len(names)
+        if i in bad:
+            continue
+        try:
+            return load(i)
+        except ValueError as e:
+            bad.add(i)
+            warn_skip(names[i], str(e))
+    raise RuntimeError(f"none of the {len(names)} images could be loaded")
