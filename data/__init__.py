@@ -9,6 +9,7 @@ from data.full_image_dataset import FullImageDataset, LQFolderDataset, PairedIma
 from data.options import positive_int
 from data.sampler import EpochSampler
 from data.single_image_dataset import SingleImageDataset
+from utils import dist
 from utils.errors import ConfigError
 from utils.registry import Registry
 
@@ -59,5 +60,5 @@ def build_dataloader(dataset: Dataset, opt_dataset: dict, phase: str, seed: int)
         raise ConfigError(f"datasets.{phase}: {e}") from None
     if phase != "train":
         return DataLoader(dataset, batch_size=batch_size, shuffle=False, **common)
-    sampler = EpochSampler(len(dataset), seed, min_samples=batch_size)
+    sampler = EpochSampler(len(dataset), seed, min_samples=batch_size, rank=dist.rank(), world_size=dist.world_size())
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=True, **common)

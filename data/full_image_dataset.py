@@ -1,4 +1,5 @@
-"""Whole images for validation and testing: modes `fullimage`, `paired` and `lq_folder`."""
+"""Whole images for validation and testing (modes `fullimage`, `paired`, `lq_folder`), and aligned random crops
+of HQ/LQ pairs for training (mode `paired` with `target_size`)."""
 import math
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Set, Tuple
@@ -6,10 +7,12 @@ from typing import Dict, List, Optional, Sequence, Set, Tuple
 import numpy as np
 from torch.utils.data import Dataset
 
+from data.degradations import build_corruptor
 from data.image_folder import image_size, list_images, load_or_substitute, usable_images, warn_skip
 from data.imresize import imresize
 from data.options import folders, positive_int
 from data.sampler import SampleKey, split_key
+from data.transforms import flip_and_rotate
 from utils.errors import ConfigError
 from utils.image import img2tensor, read_image
 
@@ -24,12 +27,25 @@ class FullImageDataset(Dataset):
     - `dataroot_GT` and `dataroot_LQ`: files paired by stem (an LQ stem may also end in x<scale>, as DIV2K's
       do); the LQ must be HQ/scale. Items {'hq', 'lq', 'hq_path', 'lq_path'}.
     - `dataroot_LQ` only (also mode `lq_folder`): items {'lq', 'lq_path'}.
-    Tensors are float32 3xHxW in [0, 1].
+    Tensors are float32 3xHxW in [0, 1]. Corruption keys (data/degradations.py) corrupt the LQ, the same way
+    for an image every pass (seeded by its index) unless the sampler gives the item a seed.
+    With `target_size` (mode `paired`): a random target_size square of the HQ image and the LQ square at the same
+    place, with the same flips and rotation (`use_flip`, `use_rot`), drawn from the item's seed; `eval: true`
+    takes the centre squares and no augmentation.
     """
 
     def __init__(self, opt: dict):
         self.scale = positive_int(opt, "scale")
         self.multiple = positive_int(opt, "force_multiple", 1)
+        self.target_size = None if opt.get("target_size") is None else positive_int(opt, "target_size")
+        if self.target_size and self.target_size % (self.scale * self.multiple):
+            raise ConfigError(f"`target_size` {self.target_size} must be a multiple of scale * force_multiple "
+                              f"= {self.scale * self.multiple}")
+        self.min_lq = self.target_size // self.scale if self.target_size else self.multiple
+        self.eval = bool(opt.get("eval", False))
+        self.use_flip = not self.eval and opt.get("use_flip", True)
+        self.use_rot = not self.eval and opt.get("use_rot", True)
+        self.corrupt = build_corruptor(opt)
         gt_key = next((k for k in ("dataroot_GT", "paths") if opt.get(k) is not None), None)
         lq_key = "dataroot_LQ" if opt.get("dataroot_LQ") is not None else None
         if gt_key is None and lq_key is None:
@@ -39,9 +55,9 @@ class FullImageDataset(Dataset):
         if gt and lq:
             self.pairs: List[Pair] = self._pair(gt, lq)
         elif gt:
-            self.pairs = [(p, None) for p in usable_images(gt, (self.multiple * self.scale,) * 2)]
+            self.pairs = [(p, None) for p in usable_images(gt, (self.min_lq * self.scale,) * 2)]
         else:
-            self.pairs = [(None, p) for p in usable_images(lq, (self.multiple, self.multiple))]
+            self.pairs = [(None, p) for p in usable_images(lq, (self.min_lq, self.min_lq))]
         if not self.pairs:
             raise ConfigError(f"`{gt_key or lq_key}`: no usable images")
         self._names = [hq or lq for hq, lq in self.pairs]
@@ -70,8 +86,8 @@ class FullImageDataset(Dataset):
             if lh not in allowed(hh) or lw not in allowed(hw):
                 raise ConfigError(f"{lq_path} is {lh}x{lw} but {hq_path} is {hh}x{hw}: with scale {self.scale} "
                                   f"the LQ image must be {hh // self.scale}x{hw // self.scale}")
-            if min(hh // self.scale, hw // self.scale) < self.multiple:
-                warn_skip(hq_path, f"smaller than scale * force_multiple = {self.scale * self.multiple}")
+            if min(hh // self.scale, hw // self.scale) < self.min_lq:
+                warn_skip(hq_path, f"smaller than {self.min_lq * self.scale}x{self.min_lq * self.scale}")
                 continue
             pairs.append((hq_path, lq_path))
         return pairs
@@ -102,9 +118,28 @@ class FullImageDataset(Dataset):
             item["hq"] = hq
         return item
 
+    def _crop(self, arrays: Dict[str, np.ndarray], rng: np.random.Generator) -> Dict[str, np.ndarray]:
+        """The same place, flips and rotation in the LQ and (scaled) in the HQ image."""
+        t, s = self.target_size // self.scale, self.scale
+        h, w = arrays["lq"].shape[:2]
+        if self.eval:
+            top, left = (h - t) // 2, (w - t) // 2
+        else:
+            top, left = rng.integers(h - t + 1), rng.integers(w - t + 1)
+        crops = {"lq": arrays["lq"][top:top + t, left:left + t]}
+        if "hq" in arrays:
+            crops["hq"] = arrays["hq"][top * s:(top + t) * s, left * s:(left + t) * s]
+        return dict(zip(crops, flip_and_rotate(crops.values(), rng, self.use_flip, self.use_rot)))
+
     def __getitem__(self, key: SampleKey) -> dict:
-        index, _ = split_key(key, len(self))  # no randomness here
+        index, seed = split_key(key, len(self))
+        rng = np.random.default_rng(seed)
+        corrupt_rng = rng if seed is not None else np.random.default_rng(index)
         index, arrays = load_or_substitute(index, self._names, lambda i: (i, self._load(i)), self._bad)
+        if self.target_size:
+            arrays = self._crop(arrays, rng)
+        if self.corrupt:
+            arrays["lq"] = self.corrupt(arrays["lq"], corrupt_rng)
         item = {k: img2tensor(v) for k, v in arrays.items()}
         hq_path, lq_path = self.pairs[index]
         if hq_path:
@@ -115,12 +150,15 @@ class FullImageDataset(Dataset):
 
 
 class PairedImageDataset(FullImageDataset):
-    """mode `paired`: `fullimage` with both `dataroot_GT` and `dataroot_LQ` required."""
+    """mode `paired`: `fullimage` with both `dataroot_GT` and `dataroot_LQ` required, and `target_size` too
+    when training (whole images of different sizes cannot be batched)."""
 
     def __init__(self, opt: dict):
         for key in ("dataroot_GT", "dataroot_LQ"):
             if opt.get(key) is None:
                 raise ConfigError(f"`{key}` is required in mode `paired`")
+        if opt.get("phase") == "train" and opt.get("target_size") is None:
+            raise ConfigError("`target_size` (the HQ crop size) is required to train in mode `paired`")
         super().__init__(opt)
 
 

@@ -34,11 +34,17 @@ class EpochSampler(Sampler):
     Call `set_epoch(epoch)` before each later epoch.
     """
 
-    def __init__(self, size: int, seed: int, min_samples: int = 1):
+    def __init__(self, size: int, seed: int, min_samples: int = 1, rank: int = 0, world_size: int = 1):
         if size < 1:
             raise ValueError("EpochSampler needs a non-empty dataset")
         self.size, self.seed = size, seed
-        self.num_samples = max(size, min_samples)
+        self.rank, self.world_size = rank, world_size
+        self.batch_size = min_samples
+        # Every process draws the same global order; each takes its share of every global batch, so N
+        # processes at batch B train on exactly the batches one process at batch N*B would.
+        global_batch = min_samples * world_size
+        self.num_samples = max(size, global_batch) // global_batch * min_samples if world_size > 1 \
+            else max(size, min_samples)
         self.epoch, self.start_index = 0, 0
 
     def set_epoch(self, epoch: int, start_index: int = 0) -> None:

@@ -1,14 +1,17 @@
-"""mode `single_image_extensible`: random square crops of HQ images, LQ made by MATLAB bicubic downscaling."""
+"""mode `single_image_extensible`: random square crops of HQ images, LQ made by MATLAB bicubic downscaling
+and, when the recipe asks, corrupted (data/degradations.py)."""
 from pathlib import Path
 from typing import Dict, List, Optional, Set
 
 import numpy as np
 from torch.utils.data import Dataset
 
+from data.degradations import build_corruptor
 from data.image_folder import list_images, load_or_substitute, usable_images
 from data.imresize import imresize
 from data.options import folders, positive_int
 from data.sampler import SampleKey, split_key
+from data.transforms import flip_and_rotate
 from utils.errors import ConfigError
 from utils.image import img2tensor, read_image
 
@@ -20,7 +23,10 @@ class SingleImageDataset(Dataset):
     the sampler's key (see data/sampler.py); `eval: true` takes the centre crop and no augmentation.
     Without `target_size` the whole image is used, trimmed to a multiple of scale * force_multiple.
     Images smaller than needed or unreadable are skipped with a warning. One item per image per epoch.
-    Accepted and unused: `strict` (DLAS tile metadata), `quant` (read by the network), `corruption_blur_scale`.
+    `num_corrupts_per_image`, `random_corruptions`, `fixed_corruptions`, `corruption_blur_scale`: corruptions of
+    the LQ, drawn from the same seeded generator (or, for a plain index, one seeded by the index, so that
+    validation sees the same corruptions every pass).
+    Accepted and unused: `strict` (DLAS tile metadata), `quant` (read by the network).
     """
 
     def __init__(self, opt: dict):
@@ -30,9 +36,7 @@ class SingleImageDataset(Dataset):
         if self.target_size and self.target_size % self.multiple:
             raise ConfigError(f"`target_size` {self.target_size} must be a multiple of scale * force_multiple "
                               f"= {self.multiple}")
-        if opt.get("num_corrupts_per_image") or opt.get("fixed_corruptions"):
-            raise ConfigError("image corruptions (`num_corrupts_per_image` > 0, `fixed_corruptions`) are not "
-                              "implemented yet; set num_corrupts_per_image: 0")
+        self.corrupt = build_corruptor(opt)
         self.eval = bool(opt.get("eval", False))
         self.use_flip = not self.eval and opt.get("use_flip", True)
         self.use_rot = not self.eval and opt.get("use_rot", True)
@@ -63,19 +67,15 @@ class SingleImageDataset(Dataset):
             top, left = (h - th) // 2, (w - tw) // 2
         else:
             top, left = rng.integers(h - th + 1), rng.integers(w - tw + 1)
-        crop = img[top:top + th, left:left + tw]
-        if self.use_flip and rng.random() < 0.5:
-            crop = crop[:, ::-1]
-        if self.use_flip and rng.random() < 0.5:
-            crop = crop[::-1]
-        if self.use_rot and rng.random() < 0.5:
-            crop = crop.transpose(1, 0, 2)  # with both flips: all 8 rotations and reflections
-        return np.ascontiguousarray(crop)
+        return flip_and_rotate([img[top:top + th, left:left + tw]], rng, self.use_flip, self.use_rot)[0]
 
     def __getitem__(self, key: SampleKey) -> dict:
         index, seed = split_key(key, len(self))
         rng = np.random.default_rng(seed)
+        corrupt_rng = rng if seed is not None else np.random.default_rng(index)
         index, img = load_or_substitute(index, self.files, lambda i: (i, self._load(i)), self._bad)
         hq = self._crop(img, rng)
         lq = np.clip(imresize(hq, scale=1 / self.scale), 0, 1)  # bicubic overshoot; real LQ files are in range
+        if self.corrupt:
+            lq = self.corrupt(lq, corrupt_rng)
         return {"hq": img2tensor(hq), "lq": img2tensor(lq), "hq_path": str(self.files[index])}

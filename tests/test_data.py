@@ -132,8 +132,8 @@ def test_file_that_fails_to_decode_mid_epoch_is_substituted(folder):
 
 
 def test_single_image_option_errors(folder):
-    with pytest.raises(ConfigError, match="not implemented"):
-        _single(folder, num_corrupts_per_image=1)
+    with pytest.raises(ConfigError, match="unknown corruption `jpeg-mediun` at `fixed_corruptions`.*jpeg-medium"):
+        _single(folder, fixed_corruptions=["jpeg-mediun"])
     with pytest.raises(ConfigError, match="target_size"):
         _single(folder, target_size=30)
     with pytest.raises(ConfigError, match="`datasets.train.mode` is required"):

@@ -32,11 +32,20 @@ def init_from_env(use_cuda: bool) -> None:
     td.init_process_group("nccl" if use_cuda else "gloo", timeout=timedelta(minutes=30))
 
 
-def wrap_ddp(net: nn.Module, device: torch.device) -> nn.Module:
+def wrap_ddp(net: nn.Module, device: torch.device, find_unused: bool) -> nn.Module:
+    """DDP over the parameters that are trainable now (frozen ones are left out; re-wrap after unfreezing).
+    `find_unused` is needed when some trainable parameters get no gradient in a step."""
     ids = [device.index] if device.type == "cuda" else None
-    # A frozen RRDB takes no part in the backward pass; DDP must not wait for its gradients.
-    frozen = any(not p.requires_grad for p in net.parameters())
-    return nn.parallel.DistributedDataParallel(net, device_ids=ids, find_unused_parameters=frozen)
+    return nn.parallel.DistributedDataParallel(net, device_ids=ids, find_unused_parameters=find_unused)
+
+
+def gather(obj: Any) -> list:
+    """Every process's `obj`, in rank order (just [obj] in a single process)."""
+    if not initialized():
+        return [obj]
+    out: list = [None] * world_size()
+    td.all_gather_object(out, obj)
+    return out
 
 
 def no_sync(net: nn.Module, last_chunk: bool) -> Any:
