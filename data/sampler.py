@@ -58,8 +58,12 @@ class EpochSampler(Sampler):
     def __iter__(self) -> Iterator[Tuple[int, int]]:
         mixed = np.random.SeedSequence([self.seed % 2 ** 63, self.epoch]).generate_state(1, np.uint64)[0]
         g = torch.Generator().manual_seed(int(mixed))
-        repeats = math.ceil(self.num_samples / self.size)
-        order = torch.cat([torch.randperm(self.size, generator=g) for _ in range(repeats)])[:self.num_samples]
-        seeds = torch.randint(0, 2 ** 62, (self.num_samples,), generator=g)
+        total = self.num_samples * self.world_size
+        repeats = math.ceil(total / self.size)
+        order = torch.cat([torch.randperm(self.size, generator=g) for _ in range(repeats)])[:total]
+        seeds = torch.randint(0, 2 ** 62, (total,), generator=g)
+        if self.world_size > 1:
+            mine = torch.arange(total).view(-1, self.world_size, self.batch_size)[:, self.rank].flatten()
+            order, seeds = order[mine], seeds[mine]
         for i in range(self.start_index, self.num_samples):
             yield int(order[i]), int(seeds[i])
