@@ -1,0 +1,19 @@
+"""Networks, built by name from a recipe's `networks.<name>` section."""
+from torch import nn
+
+from utils.errors import ConfigError
+from utils.registry import Registry
+
+NETWORKS = Registry("network")
+
+# Imported after NETWORKS exists: these modules register themselves in it.
+from models import rrdb  # noqa: E402,F401
+from models.srflow import srflow_net  # noqa: E402,F401
+from models.weights import LoadResult, load_network_weights  # noqa: E402,F401
+
+
+def build_network(opt_net: dict, opt: dict) -> nn.Module:
+    """The network named by `opt_net['which_model_G']`, built from its section and the whole recipe."""
+    if "which_model_G" not in opt_net:
+        raise ConfigError(f"network section needs `which_model_G` (one of: {', '.join(NETWORKS.names())})")
+    return NETWORKS.get(opt_net["which_model_G"], "which_model_G")(opt_net, opt)

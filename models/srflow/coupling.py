@@ -1,0 +1,126 @@
+"""SRFlow's conditional affine coupling `CondAffineSeparatedAndCond` and its conditioning networks."""
+from typing import Optional, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.srflow.actnorm import ActNorm, start_logdet
+from models.srflow.conditioning import Conditioning, conv3x3
+
+
+class ConvActNorm(nn.Conv2d):
+    """Bias-free 'same' convolution followed by ActNorm (official `flow.Conv2d`).
+
+    Once the ActNorm is initialised, both run as one convolution with the ActNorm folded in.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3):
+        super().__init__(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False)
+        nn.init.normal_(self.weight, 0.0, 0.05)
+        self.actnorm = ActNorm(out_channels)
+
+    def needs_init(self) -> bool:
+        """True while the ActNorm still waits for its data-dependent initialisation (unfused path)."""
+        return self.training and not self.actnorm.initialized
+
+    def folded(self) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(weight, bias) of the convolution with the ActNorm folded in: (Wx + b) * e^s = (W e^s) x + b e^s."""
+        scale = torch.exp(self.actnorm.logs).view(-1)
+        return self.weight * scale.view(-1, 1, 1, 1), self.actnorm.bias.view(-1) * scale
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.needs_init():
+            return self.actnorm(super().forward(x))[0]
+        return F.conv2d(x, *self.folded(), padding=self.padding)
+
+
+class Conv2dZeros(nn.Conv2d):
+    """Zero-initialised 3x3 convolution whose output is scaled by exp(3 * logs), so a new flow starts as identity."""
+
+    def __init__(self, in_channels: int, out_channels: int, logscale_factor: float = 3.0):
+        super().__init__(in_channels, out_channels, 3, padding=1)
+        self.logscale_factor = logscale_factor
+        self.logs = nn.Parameter(torch.zeros(out_channels, 1, 1))
+        nn.init.zeros_(self.weight)
+        nn.init.zeros_(self.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        scale = torch.exp(self.logs * self.logscale_factor).view(-1)  # folded into weight and bias
+        return F.conv2d(x, self.weight * scale.view(-1, 1, 1, 1), self.bias * scale, padding=1)
+
+
+def conditioning_net(in_channels: int, out_channels: int, hidden_channels: int) -> nn.Sequential:
+    """Conv3x3+ActNorm, ReLU, Conv1x1+ActNorm, ReLU, Conv2dZeros (indices 0..4 are the official names)."""
+    return nn.Sequential(ConvActNorm(in_channels, hidden_channels, 3), nn.ReLU(),
+                         ConvActNorm(hidden_channels, hidden_channels, 1), nn.ReLU(),
+                         Conv2dZeros(hidden_channels, out_channels))
+
+
+def sum_log(scale: torch.Tensor) -> torch.Tensor:
+    return torch.log(scale).sum(dim=(1, 2, 3))
+
+
+class CondAffineSeparatedAndCond(nn.Module):
+    """Two affine maps: one from the conditioning features alone on all channels (`fFeatures`),
+    then one from [first half, features] on the second half (`fAffine`).
+
+    shift = h[:, 0::2], scale = sigmoid(h[:, 1::2] + 2) + eps, z -> (z + shift) * scale.
+
+    `ft` is the level's conditioning, a tensor or a `Conditioning` in parts. The first convolutions'
+    feature parts do not depend on z: both nets' are computed in one convolution, and fAffine's z part
+    separately. That equals the official convolution of cat[z1, ft] and spares its backward pass the
+    gradient with respect to ft. Initialised ActNorms are folded into the convolutions before them;
+    all of this matches the official arithmetic up to float round-off.
+    """
+
+    def __init__(self, in_channels: int, cond_channels: int, hidden_channels: int = 64, eps: float = 1e-4):
+        super().__init__()
+        self.in_channels = in_channels
+        self.channels_for_nn = in_channels // 2
+        self.hidden_channels = hidden_channels
+        self.eps = eps
+        self.fAffine = conditioning_net(self.channels_for_nn + cond_channels,
+                                        2 * (in_channels - self.channels_for_nn), hidden_channels)
+        self.fFeatures = conditioning_net(cond_channels, 2 * in_channels, hidden_channels)
+
+    def _first_conv(self, net: nn.Sequential) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """(weight, bias) of a conditioning net's first convolution, its ActNorm folded in when initialised."""
+        conv = net[0]
+        return (conv.weight, None) if conv.needs_init() else conv.folded()
+
+    def _shift_scale(self, net: nn.Sequential, pre: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The rest of a conditioning net, from its first convolution's output."""
+        if net[0].needs_init():
+            pre = net[0].actnorm(pre)[0]
+        h = net[4](torch.relu(net[2](torch.relu(pre))))
+        return h[:, 0::2], torch.sigmoid(h[:, 1::2] + 2.0) + self.eps
+
+    def forward(self, x: torch.Tensor, logdet: Optional[torch.Tensor] = None, reverse: bool = False,
+                ft: Union[torch.Tensor, Conditioning, None] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+        n = self.channels_for_nn
+        w_features, b_features = self._first_conv(self.fFeatures)
+        w_affine, b_affine = self._first_conv(self.fAffine)
+        w_affine_z, w_affine_ft = w_affine.split([n, w_affine.shape[1] - n], dim=1)  # cat[z1, ft]'s parts
+        bias = None
+        if b_features is not None or b_affine is not None:
+            zeros = w_features.new_zeros(self.hidden_channels)
+            bias = torch.cat([zeros if b is None else b for b in (b_features, b_affine)])
+        pre_ft = conv3x3(ft, [w_features, w_affine_ft], bias)
+        pre_features, pre_affine = pre_ft.split(self.hidden_channels, dim=1)
+        shift_ft, scale_ft = self._shift_scale(self.fFeatures, pre_features)
+
+        def self_affine(z1: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+            return self._shift_scale(self.fAffine, F.conv2d(z1, w_affine_z, padding=1) + pre_affine)
+
+        logdet = start_logdet(x, logdet)
+        if not reverse:
+            z = (x + shift_ft) * scale_ft
+            z1, z2 = z[:, :n], z[:, n:]
+            shift, scale = self_affine(z1)
+            z2 = (z2 + shift) * scale
+            return torch.cat([z1, z2], dim=1), logdet + sum_log(scale_ft) + sum_log(scale)
+        z1, z2 = x[:, :n], x[:, n:]
+        shift, scale = self_affine(z1)
+        z = torch.cat([z1, z2 / scale - shift], dim=1)
+        return z / scale_ft - shift_ft, logdet - sum_log(scale) - sum_log(scale_ft)

@@ -1,0 +1,120 @@
+"""Run SRFlow's three training stages one after another, each stage's weights feeding the next.
+
+    python scripts/train_srflow_pipeline.py -opt options/demo/srflow_pipeline.yml [--set STAGE:key=value ...]
+
+A pipeline recipe lists stages; each names an ordinary training recipe plus `set:` overrides, and
+`rrdb_from: STAGE` (that stage's final weights become `networks.generator.pretrain_rrdb`) or
+`weights_from: STAGE` (they become `path.pretrain_model_generator`). Every stage trains in its own
+experiment folder `<pipeline>_<stage>` with `--resume auto`, so re-running the command after an
+interruption continues where it stopped and skips finished stages. A summary of the validation numbers
+is printed at the end.
+"""
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, Dict, List
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from trainer import checkpoint  # noqa: E402
+from trainer.trainer import Trainer  # noqa: E402
+from utils.cli import run_cli  # noqa: E402
+from utils.errors import ConfigError, closest  # noqa: E402
+from utils.options import find_recipe, load_yaml, parse_options  # noqa: E402
+
+STAGE_KEYS = {"name", "recipe", "set", "rrdb_from", "weights_from"}
+
+
+def load_pipeline(path: str) -> Dict[str, Any]:
+    source = find_recipe(path)
+    raw = load_yaml(source)
+    if set(raw) != {"pipeline"} or not isinstance(raw["pipeline"], dict):
+        raise ConfigError(f"{source}: a pipeline recipe has a single top-level key `pipeline`")
+    spec = raw["pipeline"]
+    if not isinstance(spec.get("name"), str) or not isinstance(spec.get("stages"), list) or not spec["stages"]:
+        raise ConfigError(f"{source}: `pipeline` needs `name` (a string) and `stages` (a non-empty list)")
+    seen: List[str] = []
+    for i, stage in enumerate(spec["stages"]):
+        where = f"pipeline.stages[{i}]"
+        for key in stage:
+            if key not in STAGE_KEYS:
+                raise ConfigError(f"{source}: unknown key `{where}.{key}`{closest(key, STAGE_KEYS)}")
+        if "name" not in stage or "recipe" not in stage:
+            raise ConfigError(f"{source}: `{where}` needs `name` and `recipe`")
+        for key in ("rrdb_from", "weights_from"):
+            if key in stage and stage[key] not in seen:
+                raise ConfigError(f"{source}: `{where}.{key}` names `{stage[key]}`, which is not an earlier stage"
+                                  f"{closest(stage[key], seen)}")
+        seen.append(stage["name"])
+    return spec
+
+
+def final_weights(opt: Dict[str, Any], network: str = "generator") -> Path:
+    return Path(opt["path"]["models"]) / f"{opt['train']['niter']}_{network}.pth"
+
+
+def run_stage(pipeline: str, stage: Dict[str, Any], done: Dict[str, Dict[str, Any]], extra: List[str]) -> Dict[str, Any]:
+    overrides = [f"name={pipeline}_{stage['name']}"] + list(stage.get("set", []))
+    if "rrdb_from" in stage:
+        overrides.append(f"networks.generator.pretrain_rrdb={final_weights(done[stage['rrdb_from']]['opt'])}")
+    if "weights_from" in stage:
+        overrides.append(f"path.pretrain_model_generator={final_weights(done[stage['weights_from']]['opt'])}")
+        if "pretrain_rrdb" in load_yaml(find_recipe(stage["recipe"]))["networks"]["generator"]:
+            overrides.append("networks.generator.pretrain_rrdb=")  # the full weights replace it anyway
+    overrides += [o.split(":", 1)[1] for o in extra if o.split(":", 1)[0] == stage["name"]]
+    opt = parse_options(stage["recipe"], overrides)
+    last = Path(opt["path"]["training_state"]) / f"{opt['train']['niter']}.state"
+    if last.is_file() and final_weights(opt).is_file():
+        print(f"== stage `{stage['name']}` already finished ({last}); skipping")
+        history = checkpoint.load_file(last).get("metrics_history", [])
+    else:
+        print(f"== stage `{stage['name']}`: {stage['recipe']} {' '.join(overrides)}")
+        history = Trainer(opt, resume="auto").fit()
+    return {"opt": opt, "history": history}
+
+
+def metric(history: List[Dict[str, Any]], suffix: str) -> List[float]:
+    """The values of the first metric whose name ends with `suffix`, in validation order."""
+    for row in history:
+        for key in row:
+            if key.endswith(suffix):
+                return [r[key] for r in history if key in r]
+    return []
+
+
+def summary(done: Dict[str, Dict[str, Any]]) -> str:
+    lines = ["", "== pipeline summary"]
+    for name, result in done.items():
+        h = result["history"]
+        parts = []
+        for label, suffix in (("PSNR", "/psnr"), ("PSNR t=0", "/psnr_t0"), ("RRDB PSNR", "/psnr_rrdb"),
+                              ("bicubic PSNR", "/psnr_bicubic")):
+            values = metric(h, suffix)
+            if values:
+                parts.append(f"{label} {values[-1]:.2f} dB")
+        nll = metric(h, "/nll_bpd")
+        if nll:
+            parts.append("val NLL (bits/dim) " + " -> ".join(f"{v:.3f}" for v in nll))
+        lines.append(f"  {name}: " + "; ".join(parts))
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-opt", "--opt", required=True, help="pipeline recipe")
+    parser.add_argument("--set", action="append", default=[], metavar="STAGE:KEY=VALUE",
+                        help="override a key of one stage, e.g. --set joint:train.niter=100")
+    args = parser.parse_args()
+
+    def pipeline() -> None:
+        spec = load_pipeline(args.opt)
+        done: Dict[str, Dict[str, Any]] = {}
+        for stage in spec["stages"]:
+            done[stage["name"]] = run_stage(spec["name"], stage, done, args.set)
+        print(summary(done))
+
+    return run_cli(pipeline)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,180 @@
+"""Every SRFlow layer alone (float64, tiny inputs): reverse(forward(x)) == x and logdet == log|det J|."""
+import pytest
+import torch
+from torch.autograd.functional import jacobian
+
+from models.srflow.actnorm import ActNorm
+from models.srflow.coupling import CondAffineSeparatedAndCond
+from models.srflow.flow_step import FlowStep
+from models.srflow.flow_upsampler import FlowUpsamplerNet
+from models.srflow.invconv import InvConv1x1
+from models.srflow.conditioning import Conditioning, conv3x3
+from models.srflow.split import Split2d, gaussian_logp
+from models.srflow.squeeze import Squeeze
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors gain nothing from threads, and threads stall badly when the machine is busy."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def randomized(module: torch.nn.Module, seed: int = 0, std: float = 0.3) -> torch.nn.Module:
+    """The module in float64 eval mode with every parameter random (1x1 convs near identity), loaded
+    through load_state_dict so that ActNorms count as initialised."""
+    g = torch.Generator().manual_seed(seed)
+    sd = {}
+    for k, v in module.state_dict().items():
+        t = torch.randn(v.shape, generator=g, dtype=torch.float64) * std
+        sd[k] = t + torch.eye(v.shape[0], dtype=torch.float64) if v.dim() == 2 else t  # 1x1 conv weights
+    module = module.double().eval()
+    module.load_state_dict(sd)
+    return module
+
+
+def log_abs_det_jacobian(fn, x: torch.Tensor) -> float:
+    jac = jacobian(lambda flat: fn(flat.view_as(x)).reshape(-1), x.reshape(-1))
+    return torch.linalg.slogdet(jac)[1].item()
+
+
+def rand(*shape, seed=1):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+def check_bijection(layer, x, **kw):
+    y, logdet = layer(x, None, **kw)
+    x_back, logdet_back = layer(y, None, reverse=True, **kw)
+    assert torch.allclose(x_back, x, atol=1e-6)
+    assert torch.allclose(logdet, -logdet_back, atol=1e-8)
+    expected = log_abs_det_jacobian(lambda t: layer(t, None, **kw)[0], x)
+    assert logdet.shape == (1,)
+    assert logdet.item() == pytest.approx(expected, abs=1e-6)
+
+
+def test_actnorm():
+    check_bijection(randomized(ActNorm(3)), rand(1, 3, 2, 3))
+
+
+def test_invconv():
+    check_bijection(randomized(InvConv1x1(4)), rand(1, 4, 2, 2))
+
+
+def test_squeeze_order_and_bijection():
+    x = torch.arange(2 * 4 * 4, dtype=torch.float64).view(1, 2, 4, 4)
+    y, _ = Squeeze()(x)
+    assert y.shape == (1, 8, 2, 2)
+    # new channel 4c + 2dy + dx holds x[c, 2i + dy, 2j + dx]
+    assert y[0, 4 * 1 + 2 * 1 + 0, 1, 0] == x[0, 1, 3, 0]
+    check_bijection(Squeeze(), rand(1, 2, 4, 2))
+
+
+def test_coupling_with_conditioning():
+    layer = randomized(CondAffineSeparatedAndCond(4, cond_channels=3, hidden_channels=5))
+    check_bijection(layer, rand(1, 4, 2, 3), ft=rand(1, 3, 2, 3, seed=2))
+
+
+@pytest.mark.parametrize("with_coupling", [False, True])
+def test_flow_step(with_coupling):
+    coupling = CondAffineSeparatedAndCond(4, cond_channels=3, hidden_channels=5) if with_coupling else None
+    layer = randomized(FlowStep(4, coupling))
+    check_bijection(layer, rand(1, 4, 2, 2), ft=rand(1, 3, 2, 2, seed=2) if with_coupling else None)
+
+
+def test_split_logdet_is_jacobian_plus_prior():
+    layer = randomized(Split2d(6))
+    x = rand(1, 6, 2, 2)
+    epses = []
+    z1, logdet = layer(x, None, epses=epses)
+    assert z1.shape == (1, 3, 2, 2) and epses[0].shape == (1, 3, 2, 2)
+    x_back, logdet_back = layer(z1, None, reverse=True, epses=list(epses))
+    assert torch.allclose(x_back, x, atol=1e-6) and torch.allclose(logdet, -logdet_back)
+
+    def to_latents(t):
+        found = []
+        kept, _ = layer(t, None, epses=found)
+        return torch.cat([kept.reshape(-1), found[0].reshape(-1)])
+    expected = log_abs_det_jacobian(to_latents, x) + gaussian_logp(epses[0]).item()
+    assert logdet.item() == pytest.approx(expected, abs=1e-6)
+
+
+def test_split_sampling_at_zero_temperature_is_the_mean():
+    layer = randomized(Split2d(4))
+    z1 = rand(2, 2, 3, 3)
+    x, _ = layer(z1, None, reverse=True, eps_std=0)
+    mean, _ = layer.prior(z1)
+    assert torch.equal(x[:, 2:], mean)
+
+
+def small_flow(L=3):
+    return randomized(FlowUpsamplerNet(L, K=1, cond_channels=4, hidden_channels=4, n_no_affine=1), std=0.2)
+
+
+def test_whole_flow_inverse_and_logdet():
+    flow = small_flow()
+    x = rand(1, 3, 8, 8)
+    stack = rand(1, 2, 2, 2, seed=3)  # LR-size stacked blocks, nearest-resized to each level
+    conds = [Conditioning(rand(1, 2, s, s, seed=4 + s), stack) for s in (4, 2, 1)]
+    epses = []
+    z, logdet = flow(x, None, conds=conds, epses=epses)
+    assert [e.shape for e in epses] == [(1, 6, 4, 4)] and z.shape == (1, 96, 1, 1)
+    x_back, logdet_back = flow(z, None, reverse=True, conds=conds, epses=list(epses))
+    assert torch.allclose(x_back, x, atol=1e-6)
+    assert torch.allclose(logdet, -logdet_back, atol=1e-6)
+
+    def to_latents(t):
+        found = []
+        out, _ = flow(t, None, conds=conds, epses=found)
+        return torch.cat([e.reshape(-1) for e in found] + [out.reshape(-1)])
+    expected = log_abs_det_jacobian(to_latents, x) + gaussian_logp(epses[0]).item()
+    assert logdet.item() == pytest.approx(expected, abs=1e-6)
+
+
+def test_flow_layout_matches_official_counts():
+    for L, n_layers, splits in ((3, 58, [19]), (4, 78, [19, 39])):
+        flow = FlowUpsamplerNet(L, K=16, cond_channels=4, hidden_channels=4)
+        assert len(flow.layers) == n_layers
+        assert [i for i, m in enumerate(flow.layers) if isinstance(m, Split2d)] == splits
+
+
+@pytest.mark.parametrize("fea_hw,stack_hw", [((8, 10), (4, 5)), ((8, 12), (2, 3)), ((64, 64), (16, 16)),
+                                             ((4, 6), (4, 6)), ((2, 3), (4, 6)), ((6, 4), (2, 2))])
+def test_conditioning_convolution_equals_full(fea_hw, stack_hw):
+    """Upsampled (at LR size), same-size, downsampled and uneven stacks all match the plain convolution."""
+    cond = Conditioning(rand(2, 3, *fea_hw), rand(2, 4, *stack_hw, seed=2))
+    weights = [rand(5, 7, 3, 3, seed=3), rand(2, 7, 3, 3, seed=4)]
+    assert torch.allclose(conv3x3(cond, weights), conv3x3(cond.full(), weights), atol=1e-12)
+
+
+def test_actnorm_initialises_from_first_training_batch_and_survives_loading():
+    layer = ActNorm(3)
+    x = torch.randn(4, 3, 5, 5) * 3 + 2
+    y, _ = layer(x)
+    assert torch.allclose(y.mean(dim=(0, 2, 3)), torch.zeros(3), atol=1e-5)
+    assert torch.allclose(y.std(dim=(0, 2, 3), unbiased=False), torch.ones(3), atol=1e-4)
+    assert set(layer.state_dict()) == {"bias", "logs"}
+    fresh = ActNorm(3)
+    fresh.load_state_dict({k: torch.zeros_like(v) for k, v in layer.state_dict().items()})
+    assert fresh.initialized
+    before = fresh.bias.clone()
+    fresh(x)
+    assert torch.equal(fresh.bias, before)  # a loaded model never re-initialises, even from zeros
+    eval_layer = ActNorm(3).eval()
+    eval_layer(x)
+    assert not eval_layer.initialized  # only a training batch initialises
+
+
+def test_invconv_caches_only_in_eval_without_grad_and_sees_weight_changes():
+    layer = randomized(InvConv1x1(3))
+    x = rand(1, 3, 2, 2)
+    with torch.no_grad():
+        y1, _ = layer(x, reverse=True)
+        assert layer._cache
+        layer.weight.mul_(2.0)
+        y2, _ = layer(x, reverse=True)
+    assert torch.allclose(y2, y1 / 2)
+    layer.train()
+    y3, _ = layer(x, reverse=True)
+    assert not layer._cache and y3.requires_grad
