@@ -64,3 +64,12 @@ def reduce_metrics(metrics: Dict[str, float]) -> Dict[str, float]:
                           device="cuda" if td.get_backend() == "nccl" else "cpu")
     td.all_reduce(values)
     return {k: float(v) / world_size() for k, v in zip(keys, values)}
+
+
+def broadcast_parameters(net: nn.Module) -> None:
+    """Copy rank 0's parameters and buffers to every process (e.g. after data-dependent initialisation,
+    which each process did on its own batch)."""
+    if initialized():
+        with torch.no_grad():
+            for tensor in list(net.parameters()) + list(net.buffers()):
+                td.broadcast(tensor, src=0)

@@ -16,6 +16,7 @@ from utils.errors import ConfigError, closest
 OPTIONS_DIR = Path(__file__).resolve().parent.parent / "options"
 BUILTIN_PREFIX = "builtin:"  # data paths served by the project itself (data/photos.py), not the file system
 REQUIRED = object()
+OMIT = object()  # default of a key that stays absent when the recipe leaves it out
 
 
 class K:
@@ -44,6 +45,7 @@ DATASET_COMMON = {
 }
 CORRUPTION_KEYS = {
     "num_corrupts_per_image": K(int, 0), "corruption_blur_scale": K(NUM, 1), "fixed_corruptions": K(list, []),
+    "random_corruptions": K(list, []),
 }
 DATASET_MODES = {
     "single_image_extensible": {
@@ -54,28 +56,32 @@ DATASET_MODES = {
         "dataroot_GT": K(STR_OR_LIST, path="dir"), "paths": K(STR_OR_LIST, path="dir"),
         "dataroot_LQ": K(str, path="dir"), **CORRUPTION_KEYS,
     },
-    "paired": {"dataroot_GT": K(str, REQUIRED, path="dir"), "dataroot_LQ": K(str, REQUIRED, path="dir")},
+    "paired": {"dataroot_GT": K(str, REQUIRED, path="dir"), "dataroot_LQ": K(str, REQUIRED, path="dir"),
+               "target_size": K(int), "eval": K(bool, False), "use_flip": K(bool, True), "use_rot": K(bool, True)},
     "lq_folder": {"dataroot_LQ": K(STR_OR_LIST, REQUIRED, path="dir")},
 }
 DATASET = ("variant", "mode", DATASET_MODES, DATASET_COMMON)
 
+# The network owns the defaults of its flow options (the official code's, absent key != false), so absent
+# keys stay absent here.
 FLOW = {
-    "patch_size": K(int, 160), "K": K(int, 16), "L": K(int, 3), "noInitialInj": K(bool, True),
-    "coupling": K(str, "CondAffineSeparatedAndCond"), "additionalFlowNoAffine": K(int, 2),
-    "split": {"enable": K(bool, True), "correct_splits": K(bool, False)},
-    "fea_up0": K(bool, True), "fea_up-1": K(bool, True),
-    "stackRRDB": {"blocks": K(list, [1, 8, 15, 22]), "concat": K(bool, True)},
-    "gaussian_loss_weight": K(NUM, 1), "hidden_channels": K(int, 64), "LU_decomposed": K(bool, False),
-    "augmentation": {"noiseQuant": K(bool, True)},
-    "CondAffineSeparatedAndCond": {"eps": K(NUM, 1e-4), "multReverse": K(bool, False),
-                                   "hidden_channels": K(int, 64)},
+    "patch_size": K(int, OMIT), "K": K((int, list), OMIT), "L": K(int, OMIT), "noInitialInj": K(bool, OMIT),
+    "coupling": K(str, OMIT), "additionalFlowNoAffine": K(int, OMIT), "flow_permutation": K(str, OMIT),
+    "split": WhenGiven({"enable": K(bool, OMIT), "correct_splits": K(bool, OMIT), "type": K(str, OMIT),
+                        "consume_ratio": K(NUM, OMIT), "logs_eps": K(NUM, OMIT)}),
+    "fea_up0": K(bool, OMIT), "fea_up-1": K(bool, OMIT),
+    "stackRRDB": WhenGiven({"blocks": K(list, OMIT), "concat": K(bool, OMIT)}),
+    "gaussian_loss_weight": K(NUM, OMIT), "hidden_channels": K(int, OMIT),
+    "augmentation": WhenGiven({"noiseQuant": K(bool, OMIT)}),
+    "CondAffineSeparatedAndCond": WhenGiven({"eps": K(NUM, OMIT), "multReverse": K(bool, OMIT),
+                                             "hidden_channels": K(int, OMIT)}),
 }
 NETWORK_COMMON = {"type": K(str, "generator"), "which_model_G": K(str, REQUIRED)}
 NETWORK_MODELS = {
     "RRDBNet": {"in_nc": K(int, 3), "out_nc": K(int, 3), "nf": K(int, 64), "nb": K(int, 23), "gc": K(int, 32),
                 "scale": K(int), "blocks_per_checkpoint": K(int, 1)},
     "srflow": {"in_nc": K(int, 3), "out_nc": K(int, 3), "nf": K(int, 64), "nb": K(int, 23), "gc": K(int, 32),
-               "K": K(int, 16), "scale": K(int), "initial_stride": K(int, 1), "flow_scale": K(int),
+               "K": K(int, OMIT), "scale": K(int), "initial_stride": K(int, 1), "flow_scale": K(int),
                "train_RRDB": K(bool, False), "train_RRDB_delay": K(NUM), "pretrain_rrdb": K(str, path="file"),
                "flow": FLOW},
 }
@@ -137,6 +143,7 @@ SCHEMA = {
                                           "min_delta": K(NUM, 0.0), "network": K(str, "generator"),
                                           "mode": K(str, "auto")})},
     "val": {"heats": K(list, [0.0, 0.8]), "samples": K(int, 2), "max_images": K(int)},
+    "test": {"heats": K(list, [0.0]), "tile": K(int, 0), "tile_overlap": K(int, 16), "crop_border": K(int)},
     "eval": {"evaluators": {"*": ("variant", "type", EVALUATOR_TYPES, EVALUATOR_COMMON)},
              "output_state": K(str, "gen")},
     "logger": {"print_freq": K(int, 100), "save_checkpoint_freq": K(int, 1000), "visuals": K(list, []),
@@ -219,7 +226,7 @@ class _Validator:
             if isinstance(spec, K):
                 if spec.default is REQUIRED:
                     self.errors.append(f"missing required key `{_join(where, key)}` ({_types(spec)})")
-                else:
+                elif spec.default is not OMIT:
                     out[key] = copy.deepcopy(spec.default)
             elif isinstance(spec, WhenGiven):
                 out[key] = None
@@ -228,6 +235,8 @@ class _Validator:
         return out
 
     def value(self, node: Any, spec: Any, where: str) -> Any:
+        if isinstance(spec, WhenGiven) and node is None:
+            return None
         if isinstance(spec, dict):
             return self.section(node, spec, where)
         if isinstance(spec, tuple) and spec[0] == "variant":
@@ -239,7 +248,7 @@ class _Validator:
                         **{k: v for k, v in node.items() if k not in common}}
             return self.section(node, {**common, **variants.get(name, {})}, where)
         if node is None:
-            return None if spec.default is REQUIRED else copy.deepcopy(spec.default)
+            return None if spec.default in (REQUIRED, OMIT) else copy.deepcopy(spec.default)
         if float in spec.types and isinstance(node, str):
             node = _as_float(node)  # YAML 1.1 reads `2e-4` (no dot) as a string
         if ANY != spec.types and not _has_type(node, spec.types):

@@ -1,0 +1,56 @@
+"""torchrun with 2 CPU processes (gloo) trains exactly what one process does on the same global batch."""
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+import yaml
+
+from conftest import ROOT, tiny_rrdb_recipe
+from trainer.trainer import Trainer
+from utils.options import parse_options
+
+TORCHRUN = shutil.which("torchrun", path=os.path.dirname(sys.executable))
+
+
+def torchrun(recipe_path, *args):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = subprocess.run([TORCHRUN, "--standalone", "--nproc_per_node=2", str(ROOT / "train.py"), "-opt",
+                          str(recipe_path), "--launcher", "pytorch", *args],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return run
+
+
+def final_weights(root, it):
+    return torch.load(root / "models" / f"{it}_generator.pth", weights_only=True)
+
+
+@pytest.mark.skipif(TORCHRUN is None, reason="torchrun not installed")
+def test_two_processes_match_one_process_on_the_global_batch_and_resume(image_dirs, tmp_path):
+    def recipe(root, batch, niter):
+        r = tiny_rrdb_recipe(image_dirs, root, niter=niter, val_freq=100)
+        r["datasets"]["train"]["batch_size"] = batch
+        r["logger"]["save_checkpoint_freq"] = 2
+        return r
+
+    path = tmp_path / "ddp.yml"
+    path.write_text(yaml.safe_dump(recipe(tmp_path / "ddp", 2, 4)))
+    torchrun(path)
+    single = Trainer(parse_options(recipe(tmp_path / "single", 4, 4)))
+    single.fit()
+    ddp = final_weights(tmp_path / "ddp", 4)
+    for key, value in single.networks["generator"].state_dict().items():
+        torch.testing.assert_close(ddp[key], value, rtol=1e-5, atol=1e-6, msg=key)
+
+    # Stopped after 2 iterations, then resumed by a new 2-process run: the same weights as straight through.
+    path.write_text(yaml.safe_dump(recipe(tmp_path / "resumed", 2, 2)))
+    torchrun(path)
+    path.write_text(yaml.safe_dump(recipe(tmp_path / "resumed", 2, 4)))
+    run = torchrun(path, "--resume", "auto")
+    assert "resumed from" in run.stdout + run.stderr
+    resumed = final_weights(tmp_path / "resumed", 4)
+    for key, value in ddp.items():
+        assert torch.equal(resumed[key], value), key

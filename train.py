@@ -1,0 +1,33 @@
+"""Train from a recipe: python train.py -opt RECIPE [--set key=value ...] [--resume auto|PATH]"""
+import argparse
+import sys
+
+from utils.cli import run_cli
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("-opt", "--opt", required=True, help="recipe path, or a file name under options/")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a recipe key, e.g. --set train.niter=200 (repeatable)")
+    parser.add_argument("--resume", help="`auto` (newest checkpoint of this run) or a training_state file")
+    parser.add_argument("--launcher", choices=["none", "pytorch"], default="none",
+                        help="`pytorch` under torchrun for distributed training")
+    args = parser.parse_args(argv)
+
+    def train() -> None:
+        from utils import dist
+        from utils.options import parse_options
+        opt = parse_options(args.opt, args.set)
+        if args.launcher == "pytorch":
+            import torch
+            dist.init_from_env(bool(opt["gpu_ids"]) and torch.cuda.is_available())
+            opt["dist"] = True
+        from trainer.trainer import Trainer
+        Trainer(opt, resume=args.resume).fit()
+
+    return run_cli(train)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

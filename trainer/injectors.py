@@ -1,0 +1,72 @@
+"""Injectors: read keys from the step's `state`, call something (usually a network), write new keys."""
+from typing import Any, Dict, List
+
+import torch
+
+from utils.errors import ConfigError
+from utils.registry import Registry
+
+INJECTORS = Registry("injector")
+
+
+def as_list(value: Any) -> List[Any]:
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def active(opt: Dict[str, Any], it: int) -> bool:
+    """DLAS's scheduling keys shared by injectors and losses: `every`, `after`, `before`."""
+    before = opt.get("before", -1)
+    return it % max(opt.get("every", 1), 1) == 0 and it >= opt.get("after", 0) and (before < 0 or it < before)
+
+
+class Injector:
+    def __init__(self, name: str, opt: Dict[str, Any], env: Dict[str, Any]):
+        self.name, self.opt, self.env = name, opt, env
+        # Set by the step when no loss depends on this injector's outputs (e.g. samples for visuals):
+        # it then runs without building a graph, and outside DistributedDataParallel.
+        self.feeds_loss = True
+
+    def lookup(self, key: Any, state: Dict[str, Any]) -> Any:
+        """DLAS's argument rule: the string 'None' is None, another string is a state key, anything else
+        (a number, a boolean) is passed as is."""
+        if isinstance(key, (list, tuple)):
+            return [self.lookup(k, state) for k in key]
+        if not isinstance(key, str):
+            return key
+        if key == "None":
+            return None
+        if key not in state:
+            raise ConfigError(f"injector `{self.name}` reads `{key}`, which is not in the state at this point; "
+                              f"available: {', '.join(sorted(state))}")
+        return state[key]
+
+    def __call__(self, state: Dict[str, Any]) -> Dict[str, Any]:
+        raise NotImplementedError
+
+
+@INJECTORS.register("generator")
+class GeneratorInjector(Injector):
+    """Calls network `generator` with positional arguments from `in:` and names its outputs by `out:`."""
+
+    def __call__(self, state: Dict[str, Any]) -> Dict[str, Any]:
+        net = self.env["networks"][self.opt["generator"]]
+        if hasattr(net, "module") and (self.opt.get("method") or not self.feeds_loss):
+            net = net.module
+        method = getattr(net, self.opt["method"]) if self.opt.get("method") else net
+        args = as_list(self.lookup(self.opt["in"], state))
+        if self.opt.get("grad", True) and self.feeds_loss:
+            results = method(*args, **self.opt.get("args", {}))
+        else:
+            with torch.no_grad():
+                results = method(*args, **self.opt.get("args", {}))
+        if not isinstance(self.opt["out"], list):
+            return {self.opt["out"]: results}
+        if not isinstance(results, (list, tuple)) or len(results) < len(self.opt["out"]):
+            got = len(results) if isinstance(results, (list, tuple)) else 1
+            raise ConfigError(f"injector `{self.name}` names {len(self.opt['out'])} outputs {self.opt['out']} "
+                              f"but the network returned {got}; use a single name without brackets")
+        return dict(zip(self.opt["out"], results))
+
+
+def build_injectors(opt_injectors: Dict[str, Dict[str, Any]], env: Dict[str, Any], where: str) -> List[Injector]:
+    return [INJECTORS.get(o["type"], f"{where}.{name}.type")(name, o, env) for name, o in opt_injectors.items()]

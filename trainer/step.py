@@ -1,0 +1,151 @@
+"""One optimisation step: injectors -> losses -> backward (with accumulation) -> optimizer."""
+import contextlib
+import math
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+
+import torch
+from torch import nn
+
+from trainer.injectors import active, as_list, build_injectors
+from trainer.losses import build_losses
+from utils.errors import ConfigError
+
+
+def unwrap(net: nn.Module) -> nn.Module:
+    """The network inside a DistributedDataParallel wrapper."""
+    return net.module if hasattr(net, "module") else net
+
+
+def split_batch(state: Dict[str, Any], parts: int) -> List[Dict[str, Any]]:
+    """Split every batched tensor of `state` into `parts` chunks for gradient accumulation."""
+    if parts <= 1:
+        return [dict(state)]
+    size = next(v.shape[0] for v in state.values() if torch.is_tensor(v) and v.dim() > 0)
+    if size < parts:
+        raise ConfigError(f"train.mega_batch_factor ({parts}) is larger than the batch size ({size})")
+    chunks: List[Dict[str, Any]] = [{} for _ in range(parts)]
+    for key, value in state.items():
+        if torch.is_tensor(value) and value.dim() > 0 and value.shape[0] == size:
+            pieces = value.chunk(parts)
+        elif isinstance(value, list) and len(value) == size:
+            step = math.ceil(size / parts)
+            pieces = [value[i:i + step] for i in range(0, size, step)]
+        else:
+            pieces = [value] * parts
+        for chunk, piece in zip(chunks, pieces):
+            chunk[key] = piece
+    return chunks
+
+
+class Step:
+    """A recipe `steps.<name>` section: which networks it trains, its injectors, losses and optimizer."""
+
+    def __init__(self, name: str, opt: Dict[str, Any], env: Dict[str, Any]):
+        self.name, self.opt, self.env = name, opt, env
+        self.networks = as_list(opt["training"])
+        self.injectors = build_injectors(opt["injectors"], env, f"steps.{name}.injectors")
+        self.losses = build_losses(opt["losses"], env, f"steps.{name}.losses")
+        self._mark_injectors_feeding_losses()
+        self.optimizer: Optional[torch.optim.Optimizer] = None
+        self.param_names: List[List[str]] = []  # names per optimizer group, so a resume can rebuild the groups
+        self.add_trainable_parameters()
+
+    def _mark_injectors_feeding_losses(self) -> None:
+        """Walk back from the keys the losses read to find which injectors' outputs need gradients."""
+        needed = {v for loss in self.losses for v in loss.opt.values() if isinstance(v, str)}
+        for injector in reversed(self.injectors):
+            injector.feeds_loss = bool(set(as_list(injector.opt.get("out"))) & needed)
+            if injector.feeds_loss:
+                needed |= {k for k in as_list(injector.opt.get("in")) if isinstance(k, str)}
+
+    def named_parameters(self, trainable_only: bool) -> Iterator[Tuple[str, nn.Parameter]]:
+        for net_name in self.networks:
+            for pname, p in unwrap(self.env["networks"][net_name]).named_parameters():
+                if p.requires_grad or not trainable_only:
+                    yield f"{net_name}.{pname}", p
+
+    def add_trainable_parameters(self) -> int:
+        """Put parameters that became trainable (e.g. an unfrozen RRDB) into a new optimizer group,
+        keeping the state of the ones already there. Returns how many tensors were added."""
+        known = {n for group in self.param_names for n in group}
+        new = [(n, p) for n, p in self.named_parameters(trainable_only=True) if n not in known]
+        if new:
+            self._add_group([n for n, _ in new], [p for _, p in new])
+        return len(new)
+
+    def _add_group(self, names: List[str], params: List[nn.Parameter]) -> None:
+        o = self.opt["optimizer_params"]
+        group = {"params": params, "initial_lr": o["lr"], "lr": o["lr"]}
+        if self.optimizer is None:
+            if self.opt.get("optimizer", "adam").lower() not in ("adam", "adamw"):
+                raise ConfigError(f"steps.{self.name}.optimizer: `{self.opt['optimizer']}` is not supported; "
+                                  "known: adam, adamw")
+            cls = torch.optim.AdamW if self.opt["optimizer"].lower() == "adamw" else torch.optim.Adam
+            self.optimizer = cls([group], lr=o["lr"], betas=(o["beta1"], o["beta2"]), eps=o["eps"],
+                                 weight_decay=o["weight_decay"])
+        else:
+            self.optimizer.add_param_group(group)
+        self.param_names.append(names)
+
+    def set_lr(self, factor: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = group["initial_lr"] * factor
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {"optimizer": self.optimizer.state_dict(), "param_names": self.param_names}
+
+    def load_state_dict(self, saved: Dict[str, Any]) -> None:
+        """Rebuild the saved groups by parameter name, load their state, then add what became trainable."""
+        by_name = dict(self.named_parameters(trainable_only=False))
+        missing = [n for group in saved["param_names"] for n in group if n not in by_name]
+        if missing:
+            raise ConfigError(f"the saved optimizer of step `{self.name}` has parameters this network lacks "
+                              f"(first: {missing[:3]}); the recipe's network changed since the checkpoint")
+        self.optimizer, self.param_names = None, []
+        for names in saved["param_names"]:
+            self._add_group(names, [by_name[n] for n in names])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.add_trainable_parameters()
+
+    def run(self, state: Dict[str, Any], it: int, parts: int, autocast: Callable[[], Any],
+            scaler: Optional[torch.amp.GradScaler], sync: Callable[[nn.Module, bool], Any]) -> Dict[str, Any]:
+        """Forward/backward over `parts` accumulation chunks, then one optimizer step unless a loss is not
+        finite. Returns the logged numbers and the last chunk's state (for visuals)."""
+        logs: Dict[str, float] = {}
+        self.optimizer.zero_grad(set_to_none=True)
+        finite, chunk = True, state
+        for i, chunk in enumerate(split_batch(state, parts)):
+            last = i == parts - 1
+            with contextlib.ExitStack() as stack:
+                for net_name in self.networks:
+                    stack.enter_context(sync(self.env["networks"][net_name], last))
+                with autocast():
+                    for injector in self.injectors:
+                        if active(injector.opt, it):
+                            chunk.update(injector(chunk))
+                    terms = [(loss.name, loss.weight * loss(chunk)) for loss in self.losses if active(loss.opt, it)]
+                if not terms:
+                    return {"logs": logs, "state": chunk, "skipped": False}
+                total = sum(t for _, t in terms)
+                for name, term in terms:
+                    logs[f"{self.name}/{name}"] = logs.get(f"{self.name}/{name}", 0.0) + term.item() / parts
+                if not torch.isfinite(total):
+                    finite = False
+                    break
+                total = total / parts
+                (scaler.scale(total) if scaler else total).backward()
+        if not finite:
+            self.optimizer.zero_grad(set_to_none=True)
+            return {"logs": logs, "state": chunk, "skipped": True}
+        clip = self.opt.get("clip_grad_norm")
+        if scaler:
+            scaler.unscale_(self.optimizer)
+        if clip:
+            params = [p for group in self.optimizer.param_groups for p in group["params"]]
+            logs[f"{self.name}/grad_norm"] = float(torch.nn.utils.clip_grad_norm_(params, clip))
+        if scaler:
+            scaler.step(self.optimizer)
+            scaler.update()
+        else:
+            self.optimizer.step()
+        return {"logs": logs, "state": chunk, "skipped": False}
