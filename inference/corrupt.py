@@ -1,0 +1,25 @@
+"""Degradations for trying restoration (blur, noise, JPEG), with the training pipeline's own code."""
+from typing import Optional
+
+import numpy as np
+
+from data.degradations import gaussian_blur, gaussian_noise, jpeg as jpeg_roundtrip
+from utils.errors import ConfigError
+
+
+def corrupt(img: np.ndarray, jpeg: Optional[int] = None, blur: Optional[float] = None,
+            noise: Optional[float] = None, seed: int = 0) -> np.ndarray:
+    """RGB float HxWx3 in [0, 1] -> degraded copy: blur (sigma in pixels), then noise (std on the [0, 1]
+    scale), then JPEG at quality 1..100, the order in which a camera and an upload apply them."""
+    if jpeg is not None and not 1 <= jpeg <= 100:
+        raise ConfigError(f"JPEG quality must be 1..100, got {jpeg}")
+    if (blur is not None and blur < 0) or (noise is not None and noise < 0):
+        raise ConfigError(f"blur sigma and noise std must not be negative, got {blur} and {noise}")
+    out = img.astype(np.float32)
+    if blur:
+        out = gaussian_blur(out, blur)
+    if noise:
+        out = np.clip(gaussian_noise(out, noise, np.random.default_rng(seed)), 0, 1)
+    if jpeg is not None:
+        out = jpeg_roundtrip(out, jpeg)
+    return np.ascontiguousarray(out, dtype=np.float32)

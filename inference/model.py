@@ -1,0 +1,81 @@
+"""A trained generator from a recipe: options for inference, the device, and whose weights to load."""
+import copy
+from pathlib import Path
+from typing import Any, Dict, Iterable, Optional, Tuple, Union
+
+import torch
+from torch import nn
+
+from models import build_network, load_network_weights
+from trainer.checkpoint import find_resume_state, load_file
+from utils.errors import ConfigError
+from utils.options import find_recipe, load_yaml, parse_options
+
+Recipe = Union[str, Path, Dict[str, Any]]
+
+
+def parse_inference_options(recipe: Recipe, overrides: Iterable[str] = ()) -> Dict[str, Any]:
+    """parse_options for a run that trains nothing: `train.niter` may be absent, and `pretrain_rrdb` is
+    dropped because the generator's own weights (RRDB included) replace it."""
+    raw = copy.deepcopy(recipe) if isinstance(recipe, dict) else load_yaml(find_recipe(str(recipe)))
+    implied = []
+    if not isinstance(raw.get("train"), dict) or "niter" not in raw["train"]:
+        implied.append("train.niter=0")
+    for name, net in (raw.get("networks") or {}).items():
+        if isinstance(net, dict) and net.get("pretrain_rrdb"):
+            implied.append(f"networks.{name}.pretrain_rrdb=")
+    return parse_options(recipe, implied + list(overrides))
+
+
+def generator_name(opt: Dict[str, Any]) -> str:
+    """`generator`, or the recipe's only network."""
+    names = list(opt["networks"])
+    if "generator" in names:
+        return "generator"
+    if len(names) == 1:
+        return names[0]
+    raise ConfigError(f"the recipe has no network named `generator` and several others ({', '.join(names)}); "
+                      f"rename the one to use to `generator`")
+
+
+def pick_device(opt: Dict[str, Any], device: Optional[str] = None) -> torch.device:
+    """`device` when given (cpu or cuda), else CUDA when the recipe's gpu_ids ask for it and it is there."""
+    if device not in (None, "cpu", "cuda"):
+        raise ConfigError(f"device must be cpu or cuda, got `{device}`")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device cuda was asked for, but CUDA is not available here")
+    if device == "cpu" or (device is None and not (opt["gpu_ids"] and torch.cuda.is_available())):
+        return torch.device("cpu")
+    return torch.device("cuda", opt["gpu_ids"][0] if opt["gpu_ids"] else 0)
+
+
+def weights_path(opt: Dict[str, Any], name: str, checkpoint: Optional[str] = None) -> Path:
+    """`checkpoint`, else `path.pretrain_model_<name>`, else the newest complete checkpoint of the
+    recipe's experiment (its EMA weights when it kept them)."""
+    if checkpoint:
+        if not Path(checkpoint).is_file():
+            raise ConfigError(f"checkpoint `{checkpoint}` does not exist")
+        return Path(checkpoint)
+    given = opt["path"].get(f"pretrain_model_{name}")
+    if given:
+        return Path(given)
+    state_dir = Path(opt["path"]["training_state"])
+    state = find_resume_state(state_dir)
+    if state is None:
+        raise ConfigError(f"no weights for network `{name}`: name a file (--set path.pretrain_model_{name}=FILE), "
+                          f"or train experiment `{opt['name']}` first (no checkpoint in {state_dir})")
+    files = load_file(state).get("model_files", {})
+    return Path(opt["path"]["models"]) / files.get(f"{name}_ema", files[name])
+
+
+def load_generator(opt: Dict[str, Any], checkpoint: Optional[str] = None,
+                   device: Optional[torch.device] = None) -> Tuple[nn.Module, Path]:
+    """The recipe's generator with trained weights, in eval mode on `device`; returns (net, weights file)."""
+    name = generator_name(opt)
+    net = build_network(opt["networks"][name], opt)
+    path = weights_path(opt, name, checkpoint)
+    try:
+        load_network_weights(net, load_file(path), strict=opt["path"]["strict_load"])
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    return net.eval().to(device or torch.device("cpu")), path

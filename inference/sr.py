@@ -1,0 +1,155 @@
+"""Super-resolving one image with RRDB or SRFlow: padding to the net's multiple, overlapping tiles, and
+decoding that checks for non-finite pixels and retries at lower temperatures.
+
+SRFlow "has a knack for producing NaNs in the reverse direction" on latents far from its training data;
+every SR image made here goes through `super_resolve`, so none is written with such pixels unannounced.
+"""
+import math
+import warnings
+from typing import Callable, List, NamedTuple, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+FALLBACK = (0.75, 0.5, 0.25, 0.0)  # fractions of the temperature retried, in order, after non-finite pixels
+Report = Callable[[str], None]
+
+
+class SRResult(NamedTuple):
+    image: torch.Tensor  # 1x3xHxW in [0, 1], finite
+    temperature: Optional[float]  # the temperature used in the end (None for a plain SR net)
+    nonfinite: int  # non-finite values that had to be replaced in `image` (0 unless every retry failed)
+
+
+def is_flow(net: nn.Module) -> bool:
+    return hasattr(net, "flowUpsamplerNet")
+
+
+def lr_multiple(net: nn.Module) -> int:
+    """The LR sides must be multiples of this: SRFlow halves the HR image L times."""
+    if not is_flow(net):
+        return 1
+    levels = 2 ** net.L
+    return levels // math.gcd(levels, net.hr_factor)
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Pad bottom and right to multiples of `multiple`: by reflection, or edge copies for tiny images."""
+    ph, pw = -x.shape[-2] % multiple, -x.shape[-1] % multiple
+    if ph == pw == 0:
+        return x
+    mode = "reflect" if ph < x.shape[-2] and pw < x.shape[-1] else "replicate"
+    return F.pad(x, (0, pw, 0, ph), mode=mode)
+
+
+def count_nonfinite(x: torch.Tensor) -> int:
+    return int((~torch.isfinite(x)).sum())
+
+
+def encode(net: nn.Module, hq: torch.Tensor, lq: torch.Tensor) -> List[torch.Tensor]:
+    """SRFlow latents of an HQ image given its LR: [split eps of level 1, ..., z]."""
+    with torch.no_grad():
+        epses, _, _ = net(gt=hq, lr=lq, z=None, eps_std=None, reverse=False, epses=[], add_gt_noise=False)
+    return epses
+
+
+def forward(net: nn.Module, lq: torch.Tensor, temperature: Optional[float],
+            latents: Optional[Sequence[torch.Tensor]] = None) -> Tuple[torch.Tensor, int]:
+    """One pass: the raw SR image and how many non-finite values it held.
+
+    SRFlow's decode replaces non-finite values (and warns) before returning, so they are counted on the
+    flow's own output through a hook; the caller reports them instead of that warning.
+    """
+    if not is_flow(net):
+        sr = net(lq)
+        return sr, count_nonfinite(sr)
+    counts: List[int] = []
+    hook = net.flowUpsamplerNet.register_forward_hook(lambda _m, _i, out: counts.append(count_nonfinite(out[0])))
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="SRFlow decode produced", category=RuntimeWarning)
+            # at t=0 the scaled latents are zeros: the prior's mean, also for latents that are not finite
+            epses = [z * temperature for z in latents] if latents is not None and temperature else []
+            sr = net(lr=lq, z=None, eps_std=temperature, reverse=True, epses=epses, add_gt_noise=False)[0]
+    finally:
+        hook.remove()
+    return sr, max(sum(counts), count_nonfinite(sr))
+
+
+def _starts(length: int, tile: int, overlap: int) -> List[int]:
+    if length <= tile:
+        return [0]
+    return list(range(0, length - tile, tile - overlap)) + [length - tile]
+
+
+def _ramp(length: int, width: int) -> torch.Tensor:
+    """Blending weight along one side of a tile: rises linearly over `width` pixels from each edge."""
+    i = torch.arange(length, dtype=torch.float32)
+    return (torch.minimum(i + 1, length - i) / max(width, 1)).clamp(max=1)
+
+
+def tiled(net: nn.Module, lq: torch.Tensor, temperature: Optional[float], tile: int,
+          overlap: int) -> Tuple[torch.Tensor, int]:
+    """`forward` on overlapping LR tiles of side `tile` (multiples of the net's multiple, as `lq`'s sides
+    are), blended with weights that fall off towards each tile's edges so that no seam shows. At t > 0
+    each tile draws its own latents, so an overlap blends two samples."""
+    h, w = lq.shape[-2:]
+    overlap = min(overlap, tile // 2)
+    out = weight = None
+    bad = 0
+    for y in _starts(h, tile, overlap):
+        for x in _starts(w, tile, overlap):
+            part = lq[..., y:y + tile, x:x + tile]
+            sr, n = forward(net, part, temperature)
+            bad += n
+            s = sr.shape[-1] // part.shape[-1]
+            if out is None:
+                out = sr.new_zeros(*sr.shape[:2], h * s, w * s)
+                weight = sr.new_zeros(1, 1, h * s, w * s)
+            mask = (_ramp(sr.shape[-2], overlap * s)[:, None] * _ramp(sr.shape[-1], overlap * s)).to(sr)
+            out[..., y * s:y * s + sr.shape[-2], x * s:x * s + sr.shape[-1]] += sr * mask
+            weight[..., y * s:y * s + sr.shape[-2], x * s:x * s + sr.shape[-1]] += mask
+    return out / weight, bad
+
+
+def temperatures(temperature: float) -> List[float]:
+    """The temperature, then the FALLBACK steps below it."""
+    return [temperature] + [temperature * f for f in FALLBACK if temperature * f < temperature]
+
+
+def super_resolve(net: nn.Module, lq: torch.Tensor, temperature: float = 0.0,
+                  latents: Optional[Sequence[torch.Tensor]] = None, tile: int = 0, overlap: int = 16,
+                  name: str = "image", report: Report = print) -> SRResult:
+    """SR of one LR image (1x3xhxw in [0, 1]) -> 1x3x(s*h)x(s*w) in [0, 1].
+
+    The LR is padded to the net's multiple and the result cropped back. SRFlow draws its latents at
+    `temperature`, or decodes `latents` (as `encode` returns them, for the padded size) scaled by it.
+    Non-finite pixels are reported with their count and temperature, and the image is made again at the
+    FALLBACK temperatures below it until it is finite; if even t=0 fails, that is said too.
+    `tile` > 0 runs LR tiles of about that side, overlapping by `overlap` LR pixels.
+    """
+    h, w = lq.shape[-2:]
+    multiple = lr_multiple(net)
+    x = pad_to_multiple(lq, multiple)
+    if tile and latents is not None:
+        raise ValueError("tiling draws latents per tile; it cannot decode given latents")
+    tile = max(multiple, tile - tile % multiple) if tile > 0 else 0
+    use_tiles = 0 < tile < max(x.shape[-2:])
+    heats: List[Optional[float]] = temperatures(float(temperature)) if is_flow(net) else [None]
+    for i, t in enumerate(heats):
+        with torch.no_grad():
+            sr, bad = tiled(net, x, t, tile, overlap) if use_tiles else forward(net, x, t, latents)
+        at = "" if t is None else f" at t={t:g}"
+        if bad == 0:
+            if i:
+                report(f"{name}: finite{at}, which is used instead of t={temperature:g}")
+            break
+        if i + 1 < len(heats):
+            report(f"{name}: {bad} non-finite pixel values{at}; retrying at t={heats[i + 1]:g}")
+        else:
+            report(f"{name}: {bad} non-finite pixel values{at}, the last try; they are written as 0 (NaN, -inf) "
+                   f"or 1 (+inf)")
+    s = sr.shape[-1] // x.shape[-1]
+    sr = torch.nan_to_num(sr[..., :h * s, :w * s], nan=0.0, posinf=1.0, neginf=0.0).clamp(0, 1)
+    return SRResult(sr, t, bad)

@@ -1,0 +1,30 @@
+"""Super-resolve the images of a recipe's `datasets.test*` sections and score them:
+    python test.py -opt RECIPE [--set key=value ...] [--tile N]
+
+Results go to results/<name>/<dataset name>/ (PNGs, and metrics.csv where HQ images exist).
+"""
+import argparse
+import sys
+
+from utils.cli import run_cli
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("-opt", "--opt", required=True, help="recipe path, or a file name under options/")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a recipe key, e.g. --set test.heats=[0,0.8] (repeatable)")
+    parser.add_argument("--tile", type=int, help="process the LR image in overlapping tiles of about N pixels "
+                                                 "(saves memory on large images; default: test.tile)")
+    args = parser.parse_args(argv)
+
+    def test() -> None:
+        from inference.model import parse_inference_options
+        from inference.test_runner import run_test
+        run_test(parse_inference_options(args.opt, args.set), tile=args.tile)
+
+    return run_cli(test)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
