@@ -53,3 +53,29 @@ def tiny_rrdb_recipe(image_dirs, experiments_root, **train):
         "logger": {"print_freq": 5, "save_checkpoint_freq": 10, "visuals": ["gen", "hq", "lq"],
                    "visual_debug_rate": 10},
     }
+
+
+def tiny_srflow_recipe(image_dirs, experiments_root, pretrain_rrdb=None, **train):
+    """Stage 2 in DLAS's schema (z_inj -> direct NLL loss, flownet_gaussian evaluator), shrunk for a CPU."""
+    recipe = tiny_rrdb_recipe(image_dirs, experiments_root, **train)
+    recipe["name"] = "tiny_srflow"
+    recipe["networks"]["generator"] = {
+        "type": "generator", "which_model_G": "srflow", "nf": 8, "nb": 2, "gc": 4, "K": 2, "scale": 4,
+        "initial_stride": 1, "flow_scale": 4, "train_RRDB": False, "pretrain_rrdb": pretrain_rrdb,
+        "flow": {"patch_size": 32, "K": 2, "L": 3, "noInitialInj": True, "coupling": "CondAffineSeparatedAndCond",
+                 "additionalFlowNoAffine": 2, "split": {"enable": True}, "fea_up0": True, "fea_up-1": True,
+                 "stackRRDB": {"blocks": [0, 1], "concat": True}, "gaussian_loss_weight": 1,
+                 "CondAffineSeparatedAndCond": {"hidden_channels": 8}}}
+    recipe["datasets"]["val"]["force_multiple"] = 2
+    recipe["steps"]["generator"]["injectors"] = {
+        "z_inj": {"type": "generator", "generator": "generator", "in": ["hq", "lq", "None", "None", False],
+                  "out": ["z", "nll"]},
+        "gen_inj": {"every": 10, "type": "generator", "generator": "generator",
+                    "in": ["None", "lq", "None", 0.4, True], "out": ["gen"]}}
+    recipe["steps"]["generator"]["losses"] = {"log_likelihood": {"type": "direct", "key": "nll", "weight": 1}}
+    recipe["steps"]["generator"]["optimizer_params"]["lr"] = 1e-3
+    recipe["eval"] = {"output_state": "eval_gen", "evaluators": {"gaussian": {
+        "for": "generator", "type": "flownet_gaussian", "batch_size": 2,
+        "dataset": {"paths": image_dirs["val"], "target_size": 32, "scale": 4, "eval": True}}}}
+    recipe["val"] = {"heats": [0.0, 0.8], "samples": 2}
+    return recipe

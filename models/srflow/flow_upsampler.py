@@ -5,7 +5,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from models.srflow.actnorm import start_logdet
+from models.srflow.actnorm import ActNorm, start_logdet
 from models.srflow.conditioning import Conditioning
 from models.srflow.coupling import CondAffineSeparatedAndCond
 from models.srflow.flow_step import FlowStep
@@ -56,7 +56,9 @@ class FlowUpsamplerNet(nn.Module):
 
     def _run_step(self, step: FlowStep, x: torch.Tensor, logdet: torch.Tensor, reverse: bool,
                   ft: Optional[Cond]) -> Tuple[torch.Tensor, torch.Tensor]:
-        if self.checkpointing and self.training and torch.is_grad_enabled() and not reverse:
+        # Not while an ActNorm still initialises from this batch: the recomputation would not repeat that.
+        if self.checkpointing and self.training and torch.is_grad_enabled() and not reverse and \
+                all(m.initialized for m in step.modules() if isinstance(m, ActNorm)):
             return checkpoint(step, x, logdet, reverse, ft, use_reentrant=False)
         return step(x, logdet, reverse, ft)
 
