@@ -103,3 +103,12 @@ def test_cli_exits_2_with_one_clear_message(image_dirs, tmp_path):
     run = subprocess.run([sys.executable, str(ROOT / "train.py"), "-opt", "no_such_recipe.yml"],
                          capture_output=True, text=True, cwd=tmp_path)
     assert run.returncode == 2 and "not found" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_wandb_without_the_package_is_a_clear_error(image_dirs, tmp_path):
+    import importlib.util
+    if importlib.util.find_spec("wandb") is not None:
+        pytest.skip("wandb is installed")
+    from trainer.trainer import Trainer
+    with pytest.raises(ConfigError, match="optional `wandb` package"):
+        Trainer(parse_options(tiny_rrdb_recipe(image_dirs, tmp_path), ["wandb=true"]))

@@ -7,6 +7,8 @@ from typing import Dict, Optional
 import torch
 from tqdm import tqdm
 
+from utils.errors import ConfigError
+
 
 class _TqdmHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
@@ -47,11 +49,21 @@ class RunLogger:
                 self.tb = SummaryWriter(str(Path(opt["path"]["experiments_root"]) / "tb_logger"))
             except ImportError:
                 self.log.warning("use_tb_logger is on but tensorboard is not installed; logging without it")
+        self.wandb = None
+        if enabled and opt.get("wandb"):
+            try:
+                import wandb
+            except ImportError:
+                raise ConfigError("`wandb: true` needs the optional `wandb` package: pip install wandb "
+                                  "(or set wandb: false)") from None
+            self.wandb = wandb.init(name=opt["name"], config=opt, dir=opt["path"]["experiments_root"])
 
     def scalars(self, values: Dict[str, float], it: int, prefix: str = "") -> None:
         if self.tb:
             for key, value in values.items():
                 self.tb.add_scalar(prefix + key, value, it)
+        if self.wandb:
+            self.wandb.log({prefix + k: v for k, v in values.items()}, step=it)
 
     def image(self, tag: str, grid: torch.Tensor, it: int) -> None:
         """Save a [0,1] CxHxW image to visual_dbg/<tag>/<it>.png and TensorBoard."""
@@ -67,3 +79,5 @@ class RunLogger:
     def close(self) -> None:
         if self.tb:
             self.tb.close()
+        if self.wandb:
+            self.wandb.finish()

@@ -49,6 +49,8 @@ class Trainer:
                 load_network_weights(net, weights, strict=opt["path"]["strict_load"])
                 self.log.info(f"loaded {name} weights from {weights}")
             self.networks[name] = net
+        if opt["train"]["compile"]:
+            self._compile()
         self.emas = {name: EMA(net, opt["train"]["ema_decay"]) for name, net in self.networks.items()
                      if opt["train"]["ema_decay"] > 0}
         self.env = {"opt": opt, "networks": self.networks, "device": self.device, "step": 0}
@@ -75,6 +77,17 @@ class Trainer:
             self._wrap(name)
 
     # ----------------------------------------------------------------------------------------- setup
+    def _compile(self) -> None:
+        """`train.compile`: torch.compile every network; where a part cannot be compiled it runs eagerly."""
+        import torch._dynamo
+        torch._dynamo.config.suppress_errors = True  # fall back to eager code instead of stopping
+        for name, net in self.networks.items():
+            try:
+                net.compile()
+                self.log.info(f"network `{name}` will be compiled by torch.compile on its first call")
+            except Exception as e:  # e.g. no compiler toolchain on this machine
+                self.log.warning(f"torch.compile is not available for `{name}` ({e}); training without it")
+
     def _resume_path(self, resume: Optional[str]) -> Optional[Path]:
         value = resume or self.opt["path"].get("resume_state")
         if not value:

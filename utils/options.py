@@ -139,6 +139,7 @@ SCHEMA = {
     "train": {"niter": K(int, REQUIRED), "warmup_iter": K(int, -1), "mega_batch_factor": K(int, 1),
               "val_freq": K(int, 1000), "default_lr_scheme": K(str, "MultiStepLR"), "gen_lr_steps": K(list, []),
               "lr_gamma": K(NUM, 0.5), "ema_decay": K(NUM, 0), "max_nan_skips": K(int, 10),
+              "compile": K(bool, False),
               "auto_unfreeze": WhenGiven({"metric": K(str, "gaussian_diff"), "patience": K(int, 3),
                                           "min_delta": K(NUM, 0.0), "network": K(str, "generator"),
                                           "mode": K(str, "auto")})},
@@ -349,6 +350,13 @@ def check_consistency(opt: Dict[str, Any]) -> None:
             if gen is not None and gen not in opt["networks"]:
                 raise ConfigError(f"`steps.{name}.injectors.{inj_name}.generator` names network `{gen}`, which "
                                   f"is not under `networks`{closest(gen, opt['networks'])}")
+    rule = opt["train"].get("auto_unfreeze")
+    if rule:
+        if rule["mode"] not in ("auto", "min", "max"):
+            raise ConfigError(f"`train.auto_unfreeze.mode` must be auto, min or max, got `{rule['mode']}`")
+        if rule["network"] not in opt["networks"]:
+            raise ConfigError(f"`train.auto_unfreeze.network` names `{rule['network']}`, which is not under "
+                              f"`networks`{closest(rule['network'], opt['networks'])}")
     for name, ev in opt["eval"]["evaluators"].items():
         if ev["for"] not in opt["networks"]:
             raise ConfigError(f"`eval.evaluators.{name}.for` names network `{ev['for']}`, which is not under "
