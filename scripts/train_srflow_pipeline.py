@@ -96,6 +96,11 @@ def summary(done: Dict[str, Dict[str, Any]]) -> str:
         if nll:
             parts.append("val NLL (bits/dim) " + " -> ".join(f"{v:.3f}" for v in nll))
         lines.append(f"  {name}: " + "; ".join(parts))
+    stages = list(done.values())
+    first = metric(stages[0]["history"], "/psnr")
+    last = metric(stages[-1]["history"], "/psnr_t0")
+    if len(stages) > 1 and first and last:
+        lines.append(f"  t=0 PSNR of the last stage vs the first stage's PSNR: {last[-1] - first[-1]:+.2f} dB")
     return "\n".join(lines)
 
 

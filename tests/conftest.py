@@ -8,6 +8,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
+@pytest.fixture(autouse=True, scope="session")
+def one_thread():
+    """The tests' tensors are tiny: threads gain nothing, and on a busy 2-core machine they stall badly."""
+    import torch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def smooth_image(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     """A random photo-like RGB uint8 image: low-frequency colour fields plus a little texture."""
     import cv2

@@ -10,15 +10,6 @@ from utils.errors import ConfigError
 TO_OFFICIAL = {ours: official for official, ours in OFFICIAL_NAMES.items()}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors gain nothing from threads, and threads stall badly when the machine is busy."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def official_names(sd: dict) -> dict:
     return {".".join(TO_OFFICIAL.get(p, p) for p in k.split(".")): v for k, v in sd.items()}
 

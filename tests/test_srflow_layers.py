@@ -13,15 +13,6 @@ from models.srflow.split import Split2d, gaussian_logp
 from models.srflow.squeeze import Squeeze
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors gain nothing from threads, and threads stall badly when the machine is busy."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def randomized(module: torch.nn.Module, seed: int = 0, std: float = 0.3) -> torch.nn.Module:
     """The module in float64 eval mode with every parameter random (1x1 convs near identity), loaded
     through load_state_dict so that ActNorms count as initialised."""

@@ -17,15 +17,6 @@ from utils.errors import ConfigError
 DATA = Path(__file__).parent / "data"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors gain nothing from threads, and threads stall badly when the machine is busy."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def recipe(scale: int = 4, **net_overrides) -> dict:
     """A DLAS-schema recipe with a tiny SRFlow (the official layout, narrow and shallow)."""
     flow = {"patch_size": 160, "K": 1, "L": 3 if scale == 4 else 4, "noInitialInj": True,

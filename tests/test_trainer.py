@@ -130,3 +130,19 @@ def test_ctrl_c_saves_a_checkpoint_then_stops(image_dirs, tmp_path):
     assert checkpoint.find_resume_state(tmp_path / "training_state").name == "5.state"
     resumed = make_trainer(image_dirs, tmp_path, ["train.niter=50"], resume="auto")
     assert resumed.it == 5
+
+
+def test_resuming_with_a_changed_recipe_logs_the_changes(image_dirs, tmp_path):
+    import logging
+    make_trainer(image_dirs, tmp_path, ["train.niter=10"]).fit()
+    lines = []
+    handler = logging.Handler()
+    handler.emit = lambda record: lines.append(record.getMessage())
+    trainer = make_trainer(image_dirs, tmp_path, ["train.niter=20", "steps.generator.optimizer_params.lr=1e-4"])
+    logging.getLogger("srflow").addHandler(handler)
+    try:
+        trainer._load_training_state(checkpoint.find_resume_state(tmp_path / "training_state"))
+    finally:
+        logging.getLogger("srflow").removeHandler(handler)
+    assert any("steps.generator.optimizer_params.lr: 0.002 -> 0.0001" in line for line in lines), lines
+    assert any("train.niter: 10 -> 20" in line for line in lines)

@@ -283,7 +283,7 @@ class Trainer:
             for net in self.networks.values():  # ActNorm initialised itself from each process's own batch
                 dist.broadcast_parameters(unwrap(net))
         for name, ema in self.emas.items():
-            ema.update(unwrap(self.networks[name]))
+            ema.update(unwrap(self.networks[name]), self.it)
         self._save_visuals(state)
         return logs
 

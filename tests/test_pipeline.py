@@ -1,0 +1,46 @@
+"""scripts/train_srflow_pipeline.py: three stages hand their weights on, and a re-run skips finished ones."""
+import importlib.util
+
+import yaml
+
+from conftest import ROOT, tiny_rrdb_recipe, tiny_srflow_recipe
+
+spec = importlib.util.spec_from_file_location("pipeline", ROOT / "scripts" / "train_srflow_pipeline.py")
+pipeline = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(pipeline)
+
+
+def test_three_stages_hand_off_and_resume(image_dirs, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    rrdb = tiny_rrdb_recipe(image_dirs, None, niter=4, val_freq=4)
+    rrdb["networks"]["generator"].update(nf=8, nb=2, gc=4)
+    flow = tiny_srflow_recipe(image_dirs, None, niter=4, val_freq=2)
+    for recipe in (rrdb, flow):
+        del recipe["path"]["experiments_root"]
+        recipe["logger"]["save_checkpoint_freq"] = 2
+    (tmp_path / "rrdb.yml").write_text(yaml.safe_dump(rrdb))
+    (tmp_path / "flow.yml").write_text(yaml.safe_dump(flow))
+    (tmp_path / "pipe.yml").write_text(yaml.safe_dump({"pipeline": {"name": "p", "stages": [
+        {"name": "rrdb", "recipe": "rrdb.yml"},
+        {"name": "flow", "recipe": "flow.yml", "rrdb_from": "rrdb"},
+        {"name": "joint", "recipe": "flow.yml", "weights_from": "flow",
+         "set": ["networks.generator.train_RRDB=true"]}]}}))
+    monkeypatch.setattr("sys.argv", ["pipeline", "-opt", "pipe.yml"])
+    assert pipeline.main() == 0
+    out = capsys.readouterr().out
+    for stage in ("rrdb", "flow", "joint"):
+        assert (tmp_path / "experiments" / f"p_{stage}" / "models" / "4_generator.pth").is_file()
+    assert "pipeline summary" in out and "val NLL (bits/dim)" in out and "t=0 PSNR of the last stage" in out
+
+    assert pipeline.main() == 0  # everything finished: nothing is trained again
+    out = capsys.readouterr().out
+    assert out.count("already finished") == 3
+
+
+def test_a_stage_naming_an_unknown_stage_is_a_clear_error(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "pipe.yml").write_text(yaml.safe_dump({"pipeline": {"name": "p", "stages": [
+        {"name": "a", "recipe": "x.yml"}, {"name": "b", "recipe": "x.yml", "rrdb_from": "aa"}]}}))
+    monkeypatch.setattr("sys.argv", ["pipeline", "-opt", "pipe.yml"])
+    assert pipeline.main() == 2
+    assert "`pipeline.stages[1].rrdb_from` names `aa`" in capsys.readouterr().err
