@@ -50,7 +50,10 @@ def load_pipeline(path: str) -> Dict[str, Any]:
 
 
 def final_weights(opt: Dict[str, Any], network: str = "generator") -> Path:
-    return Path(opt["path"]["models"]) / f"{opt['train']['niter']}_{network}.pth"
+    """The stage's last weights: their moving average when the stage kept one."""
+    models, it = Path(opt["path"]["models"]), opt["train"]["niter"]
+    ema = models / f"{it}_{network}_ema.pth"
+    return ema if ema.is_file() else models / f"{it}_{network}.pth"
 
 
 def run_stage(pipeline: str, stage: Dict[str, Any], done: Dict[str, Dict[str, Any]], extra: List[str]) -> Dict[str, Any]:

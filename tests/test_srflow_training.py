@@ -3,7 +3,6 @@ import warnings
 
 import pytest
 import torch
-import yaml
 
 from conftest import ROOT, tiny_rrdb_recipe, tiny_srflow_recipe
 from trainer.evaluators.flow_gaussian_nll import FlowGaussianNLL

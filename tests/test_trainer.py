@@ -1,6 +1,5 @@
 """The generic trainer on a tiny RRDB: learning, checkpoints, resume, NaN safety, freezing."""
 import os
-from pathlib import Path
 
 import pytest
 import torch

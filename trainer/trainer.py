@@ -1,6 +1,5 @@
 """The generic training loop: owns networks, steps, evaluators and checkpoints; `fit()` runs the recipe."""
 import contextlib
-import copy
 import signal
 import time
 from pathlib import Path
