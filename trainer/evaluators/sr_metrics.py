@@ -42,12 +42,13 @@ class SRMetrics:
     def outputs(self, net: torch.nn.Module, lq: torch.Tensor, hq: torch.Tensor) -> Dict[str, List[torch.Tensor]]:
         """Named SR outputs (a list of samples each) for one batch."""
         if not is_flow(net):
-            return {"": [self.run_injectors(lq, hq)]}
+            return {"": [self.run_injectors(lq, hq).clamp(0, 1)]}
         out: Dict[str, List[torch.Tensor]] = {}
         for t in self.heats:
             runs = [net(lr=lq, z=None, eps_std=t, reverse=True) for _ in range(1 if t == 0 else self.samples)]
-            out[f"_t{t:g}"] = [r[0] for r in runs]
-            out.setdefault("_rrdb", [runs[0][2]])
+            # A sample far out of distribution can overshoot wildly; images live in [0, 1].
+            out[f"_t{t:g}"] = [r[0].clamp(0, 1) for r in runs]
+            out.setdefault("_rrdb", [runs[0][2].clamp(0, 1)])
         return out
 
     def run_injectors(self, lq: torch.Tensor, hq: torch.Tensor) -> torch.Tensor:
@@ -87,7 +88,7 @@ class SRMetrics:
                             _add(sums, f"diversity{key}", float(torch.stack([s[b] for s in samples]).std(0).mean()))
                 count += hq.shape[0]
                 if i < VISUAL_IMAGES:
-                    row = [bicubic[0]] + [s[0].clamp(0, 1) for k, v in outputs.items() if k != "_bicubic" for s in v]
+                    row = [bicubic[0]] + [s[0] for k, v in outputs.items() if k != "_bicubic" for s in v]
                     logger.image(f"val_{self.name}_{i}", make_grid(torch.stack(row + [hq[0]]).float().cpu(),
                                                                   nrow=len(row) + 1, padding=2), it)
         finally:
