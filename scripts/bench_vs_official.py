@@ -1,0 +1,377 @@
+"""The official SRFlow code against this project's: same 4x network, same weights; parity, speed, memory.
+
+    python scripts/bench_vs_official.py --official ~/src/SRFlow                    # reduced size, CPU
+    python scripts/bench_vs_official.py --official ~/src/SRFlow --size full --device cuda
+
+`--official` is a checkout of github.com/andreas128/SRFlow (its root or its `code/` folder). Its code is
+imported from there at run time; nothing of it is copied into this project.
+
+Both networks are built from one option set (the official confs/SRFlow_DF2K_4X.yml: nf 64, nb 23, K 16,
+L 3, stackRRDB blocks [1, 8, 15, 22], quant 32). The official model gets deterministic random weights:
+its zero-initialised convolutions a little noise (so every coupling and the split prior do something),
+then its own ActNorm initialisation on a first training batch. Those weights are loaded into ours
+(official names are converted by `load_network_weights`), and encode (z, nll) and decode (sr at t=0.8,
+same latents) must agree to float32 round-off before anything is timed.
+On a machine shared with other jobs, use fewer --threads than cores: threads that wait for a
+descheduled sibling make timings erratic.
+
+Timed, best of `--iters` after one warm-up, each in a fresh process:
+  train step  zero_grad, encode with add_gt_noise=True, mean NLL backward, Adam step (the same
+              torch.optim.Adam for both), RRDB frozen (stage 2) and joint (stage 3);
+  decode      eval mode, no grad, z ~ N(0, 0.8^2) given, split eps drawn at t=0.8 by each model.
+Memory, per phase: CUDA max_memory_allocated (weights included); on the CPU the peak resident set size
+the phase added to its process after the model was built and its weights loaded (VmHWM after a reset,
+minus VmRSS, with freed heap memory returned to the OS first): activations, gradients, Adam state and
+allocator slack.
+
+Note: the official train loop (SRFlow_model.optimize_parameters) calls the network without
+add_gt_noise, whose official default is False; this benchmark adds the dequantisation noise in both,
+as this project trains. It costs one uniform draw per step either way.
+"""
+import argparse
+import copy
+import ctypes
+import gc
+import importlib.util
+import multiprocessing as mp
+import os
+import resource
+import statistics
+import sys
+import tempfile
+import time
+import traceback
+import types
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+ROOT = Path(__file__).resolve().parents[1]
+# No project import at module level: a child process that runs the official code must find the
+# official `models` and `utils` packages under those names, not ours.
+
+FLOW = {"K": 16, "L": 3, "noInitialInj": True, "coupling": "CondAffineSeparatedAndCond", "additionalFlowNoAffine": 2,
+        "split": {"enable": True}, "fea_up0": True, "stackRRDB": {"blocks": [1, 8, 15, 22], "concat": True}}
+OPTIONS = {  # shaped like the official confs/SRFlow_DF2K_4X.yml
+    "scale": 4,
+    "datasets": {"train": {"quant": 32}},
+    "network_G": {"which_model_G": "SRFlowNet", "in_nc": 3, "out_nc": 3, "nf": 64, "nb": 23, "train_RRDB": False,
+                  "flow": FLOW},
+}
+SIZES = {"reduced": (2, 64), "full": (16, 160)}  # (batch, HR patch side)
+LEARNING_RATE, BETAS = 2.5e-4, (0.9, 0.99)  # official lr_G, beta1, beta2
+TEMPERATURE = 0.8
+PHASES = {"train_frozen": "train step, RRDB frozen", "train_joint": "train step, joint", "decode": "decode t=0.8"}
+IMPLS = ("official", "ours")
+
+
+class UserError(Exception):
+    """A problem with what the user passed (path, device): one line, exit status 2."""
+
+
+def official_code_dir(path: str) -> Path:
+    """The official checkout's `code/` folder, given the checkout or that folder."""
+    for candidate in (Path(path).expanduser() / "code", Path(path).expanduser()):
+        if (candidate / "models" / "modules" / "SRFlowNet_arch.py").is_file():
+            return candidate.resolve()
+    raise UserError(f"--official {path}: not an SRFlow checkout (no code/models/modules/SRFlowNet_arch.py "
+                    "there); clone github.com/andreas128/SRFlow and pass its folder")
+
+
+# ---- building the two networks (in child processes) --------------------------------------------
+
+def build_official(code: Path) -> Any:
+    """The official SRFlowNet, built by its own `define_Flow` from OPTIONS."""
+    sys.path.insert(0, str(code))
+    if importlib.util.find_spec("natsort") is None:  # utils/util.py imports it for file listing only
+        sys.modules["natsort"] = types.ModuleType("natsort")
+    try:
+        from models.networks import define_Flow
+    except Exception as e:
+        raise UserError(f"could not import the official code from {code}: {type(e).__name__}: {e}") from None
+    return define_Flow(copy.deepcopy(OPTIONS), step=0)
+
+
+def build_ours() -> Any:
+    """This project's SRFlowNet from the same options, as a recipe's `networks.generator` section."""
+    sys.path.insert(0, str(ROOT))
+    from models import build_network
+    net_g = {k: v for k, v in copy.deepcopy(OPTIONS["network_G"]).items() if k != "which_model_G"}
+    opt_net = {"which_model_G": "srflow", "scale": OPTIONS["scale"], "K": FLOW["K"], **net_g}
+    opt = {"scale": OPTIONS["scale"], "datasets": copy.deepcopy(OPTIONS["datasets"]),
+           "networks": {"generator": opt_net}}
+    return build_network(opt_net, opt)
+
+
+def set_rrdb_training(net: Any, impl: str, flag: bool) -> None:
+    if impl == "official":
+        net.set_rrdb_training(flag)
+    else:
+        net.set_train_rrdb(flag)
+
+
+def load_weights(net: Any, impl: str, path: Path) -> None:
+    import torch
+    sd = torch.load(path, map_location="cpu", weights_only=True)["weights"]
+    if impl == "official":
+        net.load_state_dict(sd, strict=True)
+    else:
+        from models import load_network_weights
+        load_network_weights(net, sd, strict=True)  # converts the official names
+
+
+# ---- child tasks ---------------------------------------------------------------------------------
+
+def make_reference(net: Any, args: argparse.Namespace, out: Path) -> None:
+    """Official model: deterministic weights, ActNorm init on a first batch, reference outputs -> `out`."""
+    import torch
+    import torch.nn.functional as F
+    g = torch.Generator().manual_seed(1)
+    hr = torch.rand(args.batch, 3, args.patch, args.patch, generator=g)
+    lr = F.avg_pool2d(hr, OPTIONS["scale"])  # an LR image that belongs to the HR one
+    with torch.no_grad():
+        # Zero-initialised convolutions (coupling outputs, split prior) would make z1's path a no-op.
+        for m in net.modules():
+            if type(m).__name__ == "Conv2dZeros":
+                for p in (m.weight, m.bias, m.logs):
+                    p.add_(torch.randn(p.shape, generator=g) * 1e-2)
+        net.to(args.device)
+        on = {"hr": hr.to(args.device), "lr": lr.to(args.device)}
+        net.train()
+        net(gt=on["hr"], lr=on["lr"], add_gt_noise=True)  # ActNorm's data-dependent initialisation
+        net.eval()
+        epses, nll, _ = net(gt=on["hr"], lr=on["lr"], epses=[], add_gt_noise=False)
+        sample = [(torch.randn(e.shape, generator=g) * TEMPERATURE).to(args.device) for e in epses]
+        sr = net(lr=on["lr"], reverse=True, epses=list(sample), add_gt_noise=False)[0]
+
+    def cpu(t: Any) -> Any:
+        return t.detach().cpu()
+    torch.save({"weights": {k: cpu(v) for k, v in net.state_dict().items()}, "lr": lr, "hr": hr,
+                "z": cpu(epses[-1]), "nll": cpu(nll), "sample": [cpu(e) for e in sample], "sr": cpu(sr)}, out)
+
+
+def check_parity(net: Any, ref: Dict[str, Any], device: str) -> Dict[str, Tuple[float, float]]:
+    """Our outputs on the reference inputs: {name: (max abs diff, max abs official value)}."""
+    import torch
+    net.to(device).eval()
+    lr, hr = ref["lr"].to(device), ref["hr"].to(device)
+    with torch.no_grad():
+        epses, nll, _ = net(gt=hr, lr=lr, epses=[], add_gt_noise=False)
+        sr = net(lr=lr, reverse=True, epses=[e.to(device) for e in ref["sample"]], add_gt_noise=False)[0]
+    return {name: (float((ours.cpu() - ref[name]).abs().max()), float(ref[name].abs().max()))
+            for name, ours in (("z", epses[-1]), ("nll", nll), ("sr", sr))}
+
+
+def status_mib(key: str) -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(key + ":"):
+                return int(line.split()[1]) / 1024
+    raise KeyError(key)
+
+
+def reset_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS mark (VmHWM) of this process; False where that is not allowed."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def trim_heap() -> None:
+    """Return freed heap memory (e.g. the loaded checkpoint's) to the OS, so that the phase cannot reuse
+    it without it counting towards the phase's peak."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc
+        pass
+
+
+def time_phase(net: Any, impl: str, phase: str, ref: Dict[str, Any], args: argparse.Namespace) -> Dict[str, Any]:
+    """Best and median seconds per call of `phase` after one warm-up, and its peak memory in MiB."""
+    import torch
+    device = torch.device(args.device)
+    net.to(device)
+    lr, hr = ref["lr"].to(device), ref["hr"].to(device)
+    if phase == "decode":
+        net.eval()
+        z = torch.randn(ref["z"].shape, generator=torch.Generator().manual_seed(2)).mul_(TEMPERATURE).to(device)
+
+        def call() -> None:
+            with torch.no_grad():
+                net(lr=lr, z=z, eps_std=TEMPERATURE, reverse=True)
+    else:
+        set_rrdb_training(net, impl, phase == "train_joint")
+        net.train()
+        optimizer = torch.optim.Adam([p for p in net.parameters() if p.requires_grad], lr=LEARNING_RATE, betas=BETAS)
+
+        def call() -> None:
+            optimizer.zero_grad(set_to_none=True)
+            nll = net(gt=hr, lr=lr, add_gt_noise=True)[1]
+            nll.mean().backward()
+            optimizer.step()
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    gc.collect()
+    trim_heap()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    exact_peak = device.type == "cpu" and reset_peak_rss()
+    base = status_mib("VmRSS")
+    call()  # warm-up: allocator, Adam state
+    sync()
+    times = []
+    for _ in range(args.iters):
+        start = time.perf_counter()
+        call()
+        sync()
+        times.append(time.perf_counter() - start)
+    if device.type == "cuda":
+        memory = torch.cuda.max_memory_allocated() / 2 ** 20
+    elif exact_peak:
+        memory = status_mib("VmHWM") - base
+    else:  # no reset: the process peak, which may include building the model
+        memory = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base
+    return {"best": min(times), "median": statistics.median(times), "memory": memory}
+
+
+def child(task: str, impl: str, args: argparse.Namespace, ref_path: str, queue: mp.Queue) -> None:
+    """One task in a fresh process; puts ("ok", result), ("user", message) or ("error", traceback)."""
+    try:
+        import torch
+        torch.set_num_threads(args.threads)
+        torch.manual_seed(0)
+        net = build_official(Path(args.code)) if impl == "official" else build_ours()
+        if task == "reference":
+            make_reference(net, args, Path(ref_path))
+            queue.put(("ok", None))
+            return
+        load_weights(net, impl, Path(ref_path))
+        ref = torch.load(ref_path, map_location="cpu", weights_only=True)
+        del ref["weights"]
+        result = check_parity(net, ref, args.device) if task == "parity" else time_phase(net, impl, task, ref, args)
+        queue.put(("ok", result))
+    except UserError as e:
+        queue.put(("user", str(e)))
+    except Exception:
+        queue.put(("error", traceback.format_exc()))
+
+
+def run_child(task: str, impl: str, args: argparse.Namespace, ref_path: str) -> Any:
+    ctx = mp.get_context("spawn")  # a fresh interpreter: its own imports and its own peak memory
+    queue = ctx.Queue()
+    proc = ctx.Process(target=child, args=(task, impl, args, ref_path, queue))
+    proc.start()
+    proc.join()
+    if queue.empty():
+        raise RuntimeError(f"{impl} {task}: the process died (exit code {proc.exitcode}; out of memory?)")
+    kind, value = queue.get()
+    if kind == "user":
+        raise UserError(value)
+    if kind == "error":
+        raise RuntimeError(f"{impl} {task} failed:\n{value}")
+    return value
+
+
+# ---- report --------------------------------------------------------------------------------------
+
+def machine(args: argparse.Namespace) -> str:
+    import torch
+    cpu = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    where = f"{cpu}, {os.cpu_count()} logical CPUs, torch.set_num_threads({args.threads})"
+    if args.device == "cuda":
+        where = f"{torch.cuda.get_device_name()}; host {where}"
+    return f"{where}, torch {torch.__version__}"
+
+
+def print_table(args: argparse.Namespace, parity: Dict[str, Tuple[float, float]],
+                results: Dict[Tuple[str, str], Dict[str, float]]) -> None:
+    batch, side = args.batch, args.patch
+    size = args.size if (batch, side) == SIZES[args.size] else "custom"
+    net = OPTIONS["network_G"]
+    print()
+    print(f"SRFlow 4x (nf {net['nf']}, nb {net['nb']}, K {FLOW['K']}, L {FLOW['L']}, blocks "
+          f"{FLOW['stackRRDB']['blocks']}), {size} size: batch {batch}, HR {side}x{side} "
+          f"(LR {side // 4}x{side // 4}), {args.device}, best of {args.iters}")
+    print(f"machine: {machine(args)}")
+    print("parity, same weights and inputs: max |ours - official| " +
+          ", ".join(f"{k} {d:.1e} (of |{v:.3g}|)" for k, (d, v) in parity.items()))
+    memory = "peak MiB (CUDA allocated)" if args.device == "cuda" else "peak RSS added MiB"
+    print(f"{'':<46}{'official':>10}{'ours':>10}{'ours/official':>15}")
+    for phase, title in PHASES.items():
+        off, ours = results[("official", phase)], results[("ours", phase)]
+        label = f"{title}, images/s"
+        print(f"{label:<46}{batch / off['best']:>10.2f}{batch / ours['best']:>10.2f}"
+              f"{off['best'] / ours['best']:>14.2f}x")
+    for phase, title in PHASES.items():
+        off, ours = results[("official", phase)], results[("ours", phase)]
+        label = f"{title}, {memory}"
+        print(f"{label:<46}{off['memory']:>10.0f}{ours['memory']:>10.0f}{ours['memory'] / off['memory']:>14.2f}x")
+    print("ratio: throughput ours/official (above 1: ours faster); memory ours/official (below 1: ours smaller)")
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--official", required=True, help="official SRFlow checkout (or its code/ folder)")
+    parser.add_argument("--size", choices=sorted(SIZES), default="reduced",
+                        help="reduced: batch 2, 64 px HR (minutes on 2 CPU cores); full: batch 16, 160 px")
+    parser.add_argument("--batch", type=int, help="override the size's batch")
+    parser.add_argument("--patch", type=int, help="override the size's HR patch side (a multiple of 8)")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    parser.add_argument("--iters", type=int, default=5, help="timed calls per phase; the fastest counts")
+    parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
+                        help="torch.set_num_threads in every process (default: the CPUs this process may use)")
+    return parser.parse_args(argv)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = parse_args(argv)
+    try:
+        args.code = str(official_code_dir(args.official))
+        batch, side = SIZES[args.size]
+        args.batch = batch if args.batch is None else args.batch
+        args.patch = side if args.patch is None else args.patch
+        if min(args.iters, args.threads, args.batch) < 1 or args.patch < 8 or args.patch % 8:
+            raise UserError("--iters, --threads and --batch must be at least 1, --patch a positive multiple of 8")
+        if args.device == "cuda":
+            import torch
+            if not torch.cuda.is_available():
+                raise UserError("--device cuda: CUDA is not available here")
+        with tempfile.TemporaryDirectory() as tmp:
+            ref_path = str(Path(tmp) / "reference.pt")
+            print(f"official code: {args.code}", flush=True)
+            run_child("reference", "official", args, ref_path)
+            parity = run_child("parity", "ours", args, ref_path)
+            print("parity: " + ", ".join(f"{k} max abs diff {d:.2e}" for k, (d, _) in parity.items()), flush=True)
+            bad = [k for k, (d, v) in parity.items() if d > 1e-4 * max(1.0, v)]
+            if bad:
+                print(f"error: outputs differ beyond float32 round-off ({', '.join(bad)}); not timing",
+                      file=sys.stderr)
+                return 1
+            results = {}
+            for phase, title in PHASES.items():
+                for impl in IMPLS:
+                    r = results[(impl, phase)] = run_child(phase, impl, args, ref_path)
+                    print(f"{impl:>8} {title}: best {r['best'] * 1e3:.0f} ms, median {r['median'] * 1e3:.0f} ms",
+                          flush=True)
+        print_table(args, parity, results)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
