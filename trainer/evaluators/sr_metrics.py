@@ -6,7 +6,7 @@ from torchvision.utils import make_grid
 
 from data import build_dataloader, build_dataset
 from data.imresize import imresize
-from trainer.injectors import as_list
+from trainer.injectors import as_list, build_injectors
 from trainer.evaluators import EVALUATORS
 from trainer.step import unwrap
 from utils.metrics import psnr_y, ssim_y
@@ -38,6 +38,8 @@ class SRMetrics:
         self.heats = [float(t) for t in opt["val"]["heats"]]
         self.samples = opt["val"]["samples"]
         self.max_images = opt["val"]["max_images"]
+        self.injectors = [inj for name, step in opt["steps"].items()
+                          for inj in build_injectors(step["injectors"], env, f"steps.{name}.injectors")]
 
     def outputs(self, net: torch.nn.Module, lq: torch.Tensor, hq: torch.Tensor) -> Dict[str, List[torch.Tensor]]:
         """Named SR outputs (a list of samples each) for one batch."""
@@ -55,12 +57,10 @@ class SRMetrics:
         """DLAS's rule: run the injectors, every one of them, until `eval.output_state` is produced."""
         target = self.env["opt"]["eval"]["output_state"]
         state: Dict[str, Any] = {"lq": lq, "hq": hq}
-        from trainer.injectors import build_injectors
-        for step_name, step in self.env["opt"]["steps"].items():
-            for injector in build_injectors(step["injectors"], self.env, f"steps.{step_name}.injectors"):
-                state.update(injector(state))
-                if target in state:
-                    return state[target]
+        for injector in self.injectors:
+            state.update(injector(state))
+            if target in state:
+                return state[target]
         raise KeyError(f"no injector produces eval.output_state `{target}`")
 
     @torch.no_grad()
