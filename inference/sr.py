@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models import is_flow
+
 FALLBACK = (0.75, 0.5, 0.25, 0.0)  # fractions of the temperature retried, in order, after non-finite pixels
 Report = Callable[[str], None]
 
@@ -20,10 +22,6 @@ class SRResult(NamedTuple):
     image: torch.Tensor  # 1x3xHxW in [0, 1], finite
     temperature: Optional[float]  # the temperature used in the end (None for a plain SR net)
     nonfinite: int  # non-finite values that had to be replaced in `image` (0 unless every retry failed)
-
-
-def is_flow(net: nn.Module) -> bool:
-    return hasattr(net, "flowUpsamplerNet")
 
 
 def lr_multiple(net: nn.Module) -> int:

@@ -13,7 +13,8 @@ from data import build_dataset
 from inference.images import conversion_note
 from inference.lpips_metric import load_lpips
 from inference.model import load_generator, pick_device
-from inference.sr import is_flow, super_resolve
+from inference.sr import super_resolve
+from models import is_flow
 from utils.errors import ConfigError
 from utils.image import write_image
 from utils.metrics import psnr_y, ssim_y

@@ -12,6 +12,11 @@ from models.srflow import srflow_net  # noqa: E402,F401
 from models.weights import LoadResult, load_network_weights  # noqa: E402,F401
 
 
+def is_flow(net: nn.Module) -> bool:
+    """Whether `net` (or the network inside a DistributedDataParallel wrapper) is an SRFlow-style flow."""
+    return hasattr(getattr(net, "module", net), "flowUpsamplerNet")
+
+
 def build_network(opt_net: dict, opt: dict) -> nn.Module:
     """The network named by `opt_net['which_model_G']`, built from its section and the whole recipe."""
     if "which_model_G" not in opt_net:

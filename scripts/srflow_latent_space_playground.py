@@ -33,7 +33,8 @@ from inference.corrupt import corrupt  # noqa: E402
 from inference.images import load_image  # noqa: E402
 from inference.latents import center_crop, lerp, normalize_for_restore, slerp  # noqa: E402
 from inference.model import load_generator, parse_inference_options, pick_device  # noqa: E402
-from inference.sr import encode, is_flow, lr_multiple, pad_to_multiple, super_resolve  # noqa: E402
+from inference.sr import encode, lr_multiple, pad_to_multiple, super_resolve  # noqa: E402
+from models import is_flow  # noqa: E402
 from utils.cli import run_cli  # noqa: E402
 from utils.errors import ConfigError  # noqa: E402
 from utils.image import img2tensor, write_image  # noqa: E402

@@ -10,7 +10,7 @@ from torch import nn
 from tqdm import tqdm
 
 from data import build_dataloader, build_dataset
-from models import build_network, load_network_weights
+from models import build_network, is_flow, load_network_weights
 from trainer import checkpoint
 from trainer.ema import EMA
 from trainer.injectors import active
@@ -118,7 +118,7 @@ class Trainer:
         net = unwrap(self.networks[name])
         if self.opt["dist"] and any(p.requires_grad for p in net.parameters()):
             # A flow's RRDB has outputs (the HR branch) the NLL never reads: DDP must not wait for them.
-            self.networks[name] = dist.wrap_ddp(net, self.device, find_unused=hasattr(net, "flowUpsamplerNet"))
+            self.networks[name] = dist.wrap_ddp(net, self.device, find_unused=is_flow(net))
 
     # ------------------------------------------------------------------------------------ checkpoints
     def _load_training_state(self, path: Path) -> None:
@@ -144,17 +144,15 @@ class Trainer:
         self.epoch, self.batch_in_epoch = state["epoch"], state["batch_in_epoch"]
         self.metrics_history = list(state.get("metrics_history", []))
         self.plateau = dict(state.get("plateau", self.plateau))
-        rng = state["rng"]
-        checkpoint.set_rng_state(rng[dist.rank()] if isinstance(rng, list) and dist.rank() < len(rng) else
-                                 rng[0] if isinstance(rng, list) else rng)
+        rngs = state["rng"]  # one per process of the run that saved it
+        checkpoint.set_rng_state(rngs[min(dist.rank(), len(rngs) - 1)])
         self._report_recipe_changes(state.get("opt"))
         self.log.info(f"resumed from {path} at iteration {self.it} (epoch {self.epoch})")
 
     def _report_recipe_changes(self, old: Optional[Dict[str, Any]]) -> None:
         if not old:
             return
-        changes = list(_diff(old, self.opt, ""))
-        for line in changes:
+        for line in _diff(old, self.opt, ""):
             self.log.info(f"recipe changed since the checkpoint: {line}")
 
     def save(self) -> None:
@@ -241,9 +239,6 @@ class Trainer:
                     self.validate()
                 if self.it % opt_log["save_checkpoint_freq"] == 0 or self.it == niter:
                     self.save()
-        except TrainingStopped:
-            bar.close()
-            raise
         finally:
             sigint.restore()
             bar.close()

@@ -6,16 +6,12 @@ from torchvision.utils import make_grid
 
 from data import build_dataloader, build_dataset
 from data.imresize import imresize
+from models import is_flow
 from trainer.injectors import as_list, build_injectors
 from trainer.evaluators import EVALUATORS
-from trainer.step import unwrap
 from utils.metrics import psnr_y, ssim_y
 
 VISUAL_IMAGES = 2  # validation images saved as grids each time
-
-
-def is_flow(net: torch.nn.Module) -> bool:
-    return hasattr(unwrap(net), "flowUpsamplerNet")
 
 
 def sr_network(opt: Dict[str, Any]) -> str:
