@@ -5,7 +5,7 @@ As in DLAS and SRFlow, the trunk's long skip starts from the last block's output
 original ESRGAN code: a stage-1 RRDB trained here then computes exactly what SRFlow's embedded
 RRDB computes.
 """
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -13,6 +13,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from models import NETWORKS
+from models.memory_format import to_compute_format
 from utils.errors import ConfigError
 
 
@@ -59,13 +60,14 @@ class RRDBNet(nn.Module):
 
     def __init__(self, in_nc: int = 3, out_nc: int = 3, nf: int = 64, nb: int = 23, gc: int = 32,
                  scale: int = 4, initial_stride: int = 1, blocks_per_checkpoint: int = 1,
-                 checkpointing: bool = False):
+                 checkpointing: bool = False, channels_last: Optional[bool] = None):
         super().__init__()
         if scale not in (2, 4, 8):
             raise ValueError(f"RRDBNet scale must be 2, 4 or 8, got {scale}")
         self.scale = scale
         self.blocks_per_checkpoint = max(1, int(blocks_per_checkpoint))
         self.checkpointing = checkpointing
+        self.channels_last = channels_last  # None: models.memory_format decides per device
         if initial_stride == 1:
             self.conv_first = nn.Conv2d(in_nc, nf, 3, 1, 1)
         else:  # DLAS: a strided 7x7 stem for inputs larger than the LR size
@@ -95,7 +97,7 @@ class RRDBNet(nn.Module):
 
     def trunk(self, x: torch.Tensor, keep: Sequence[int] = ()) -> Tuple[torch.Tensor, Dict[int, torch.Tensor]]:
         """LR features `body + conv_body(body)` and the outputs of the blocks whose index is in `keep`."""
-        feat = self.conv_first(x)
+        feat = self.conv_first(to_compute_format(x, self.channels_last))
         use_ckpt = self.checkpointing and self.training and torch.is_grad_enabled()
         kept = {}
         step = self.blocks_per_checkpoint
@@ -128,7 +130,7 @@ class RRDBNet(nn.Module):
             out = self.lrelu(self.up(self.conv_up2, out))
             if self.scale == 8:
                 out = self.lrelu(self.up(self.conv_up3, out))
-        return self.head(out)
+        return self.head(out).contiguous()
 
 
 @NETWORKS.register("RRDBNet")
@@ -143,4 +145,5 @@ def build_rrdbnet(opt_net: dict, opt: dict) -> RRDBNet:
                    nb=opt_net["nb"], gc=opt_net.get("gc", 32), scale=scale,
                    initial_stride=opt_net.get("initial_stride", 1),
                    blocks_per_checkpoint=opt_net.get("blocks_per_checkpoint", 1),
-                   checkpointing=bool(opt.get("checkpointing_enabled", False)))
+                   checkpointing=bool(opt.get("checkpointing_enabled", False)),
+                   channels_last=opt.get("channels_last"))

@@ -29,6 +29,7 @@ PRESETS = {  # `full` is the official 4x network; `small` keeps its layout at a 
               "flow": {**FLOW, "K": 4, "stackRRDB": {"blocks": [0, 1, 2, 3], "concat": True},
                        "CondAffineSeparatedAndCond": {"hidden_channels": 32}}},
 }
+LAYOUTS = {"auto": None, "on": True, "off": False}  # the recipe's `channels_last`
 PHASES = ["srflow encode+backward", "srflow decode t=0.8", "rrdb forward+backward", "rrdb forward"]
 
 
@@ -62,7 +63,8 @@ def measure(phase: str, opt_net: dict, opt: dict, args: argparse.Namespace) -> T
     device = torch.device(args.device)
     if phase.startswith("rrdb"):
         net = RRDBNet(nf=opt_net["nf"], nb=opt_net["nb"], gc=opt_net.get("gc", 32),
-                      scale=opt_net.get("scale", opt.get("scale", 4)), initial_stride=opt_net.get("initial_stride", 1))
+                      scale=opt_net.get("scale", opt.get("scale", 4)), initial_stride=opt_net.get("initial_stride", 1),
+                      channels_last=opt.get("channels_last"))
         factor = net.scale // opt_net.get("initial_stride", 1)
     else:
         net = build_network(opt_net, opt)
@@ -121,6 +123,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--iters", type=int, default=3, help="timed iterations per phase (the fastest counts)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: PyTorch's default)")
+    parser.add_argument("--channels-last", choices=sorted(LAYOUTS), default="auto",
+                        help="memory layout of the activations (auto: channels_last on the CPU and under CUDA "
+                             "autocast); run with on and off to compare")
     return parser.parse_args(argv)
 
 
@@ -133,7 +138,7 @@ def network_options(args: argparse.Namespace) -> Tuple[dict, dict, str]:
     else:
         opt_net, opt = copy.deepcopy(PRESETS[args.preset]), {"scale": 4}
         source = f"preset {args.preset}"
-    return opt_net, {**opt, "checkpointing_enabled": False}, source
+    return opt_net, {**opt, "checkpointing_enabled": False, "channels_last": LAYOUTS[args.channels_last]}, source
 
 
 def main() -> None:
@@ -154,7 +159,8 @@ def main() -> None:
     threads = args.threads or torch.get_num_threads()
     where = f"{args.device} ({threads} threads)" if args.device == "cpu" else args.device
     print(f"{source}: nf {opt_net['nf']}, nb {opt_net['nb']}, K {opt_net['flow']['K']}, L {opt_net['flow']['L']}; "
-          f"batch {args.batch}, LR {args.lr_size}x{args.lr_size}; {where}; best of {args.iters}")
+          f"batch {args.batch}, LR {args.lr_size}x{args.lr_size}; {where}; channels_last {args.channels_last}; "
+          f"best of {args.iters}")
     memory = "peak MiB (added)" if args.device == "cpu" else "peak MiB"
     print(f"{'phase':<24} {'ms/iter':>9} {'images/s':>9} {memory:>18}")
     for phase, seconds, peak, added in rows:

@@ -132,11 +132,21 @@ def test_flow_layout_matches_official_counts():
 
 @pytest.mark.parametrize("fea_hw,stack_hw", [((8, 10), (4, 5)), ((8, 12), (2, 3)), ((64, 64), (16, 16)),
                                              ((4, 6), (4, 6)), ((2, 3), (4, 6)), ((6, 4), (2, 2))])
-def test_conditioning_convolution_equals_full(fea_hw, stack_hw):
-    """Upsampled (at LR size), same-size, downsampled and uneven stacks all match the plain convolution."""
-    cond = Conditioning(rand(2, 3, *fea_hw), rand(2, 4, *stack_hw, seed=2))
-    weights = [rand(5, 7, 3, 3, seed=3), rand(2, 7, 3, 3, seed=4)]
-    assert torch.allclose(conv3x3(cond, weights), conv3x3(cond.full(), weights), atol=1e-12)
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_conditioning_convolution_equals_full(fea_hw, stack_hw, channels_last):
+    """Upsampled (at LR size), same-size, downsampled and uneven stacks all match the plain convolution,
+    gradients included, in either memory layout."""
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    parts = [rand(2, 3, *fea_hw), rand(2, 4, *stack_hw, seed=2)]
+    parts = [p.contiguous(memory_format=layout).requires_grad_() for p in parts]
+    weights = [rand(5, 7, 3, 3, seed=3).requires_grad_(), rand(2, 7, 3, 3, seed=4).requires_grad_()]
+    upstream = rand(2, 7, *fea_hw, seed=5)
+    results = []
+    for cond in (Conditioning(*parts), Conditioning(*parts).full()):
+        out = conv3x3(cond, weights)
+        results.append([out, *torch.autograd.grad(out, parts + weights, upstream)])
+    for ours, plain in zip(*results, strict=True):
+        assert torch.allclose(ours, plain, atol=1e-12)
 
 
 def test_actnorm_initialises_from_first_training_batch_and_survives_loading():

@@ -258,7 +258,8 @@ def test_matches_official_code(scale, sr_tol):
         if isinstance(m, ActNorm):
             m.initialized = False
     z, nll, _ = fresh.train()(hr, lr, add_gt_noise=False)
-    assert torch.allclose(z, ref["init"]["z"], atol=1e-5) and torch.allclose(nll, ref["init"]["nll"], rtol=1e-6)
+    # The initialisation divides by batch statistics, which magnifies their float32 round-off.
+    assert torch.allclose(z, ref["init"]["z"], atol=3e-5) and torch.allclose(nll, ref["init"]["nll"], rtol=1e-6)
     own = fresh.state_dict()
     for k, v in ref["init"]["actnorm"].items():
         assert torch.allclose(own[k], v, atol=1e-5), k

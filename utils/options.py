@@ -126,6 +126,7 @@ SCHEMA = {
     "fp16": K(bool, False),
     "start_step": K(int, -1),
     "checkpointing_enabled": K(bool, False),
+    "channels_last": K(bool),
     "use_tb_logger": K(bool, True),
     "wandb": K(bool, False),
     "manual_seed": K(int, 0),

@@ -1,6 +1,5 @@
 """The flow's conditioning features, kept in parts, and the 3x3 convolution that reads them."""
 import functools
-import itertools
 from typing import NamedTuple, Optional, Sequence, Tuple, Union
 
 import torch
@@ -44,12 +43,41 @@ def _phase_layout(f: int) -> Tuple[torch.Tensor, Tuple[Tuple[int, int, int, int]
     return torch.tensor(columns).t().contiguous(), tuple(layout)
 
 
+class _AddPhases(torch.autograd.Function):
+    """In place: out[..., y*f + py, x*f + px] += phases[py*f + px][..., y, x].
+
+    Written as four strided adds; its backward hands each phase the matching strided view of the
+    gradient. (Autograd's own handling of in-place writes into views clones the whole gradient per
+    write, and an out-of-place interleave runs an unvectorisable inner loop of length f.)
+    """
+
+    @staticmethod
+    def forward(ctx, out: torch.Tensor, f: int, *phases: torch.Tensor) -> torch.Tensor:
+        ctx.f = f
+        ctx.mark_dirty(out)
+        for k, phase in enumerate(phases):
+            _grid(out, f)[:, :, :, k // f, :, k % f] += phase
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        f = ctx.f
+        grid = _grid(grad, f)
+        return (grad, None, *(grid[:, :, :, k // f, :, k % f] for k in range(f * f)))
+
+
+def _grid(x: torch.Tensor, f: int) -> torch.Tensor:
+    """(b, c, h*f, w*f) viewed as (b, c, h, f, w, f); a copy only if x's strides allow no such view."""
+    b, c, hh, ww = x.shape
+    return x.reshape(b, c, hh // f, f, ww // f, f)
+
+
 def add_conv3x3_nearest_up(out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, f: int) -> torch.Tensor:
-    """out + conv3x3(nearest_upsample(x, f), weight, padding 1), computed at x's size.
+    """out + conv3x3(nearest_upsample(x, f), weight, padding 1), the convolution computed at x's size;
+    `out` (a fresh tensor, not read by any backward) is updated in place.
 
     Output phase (py, px) is a convolution of x with the 3x3 taps summed onto the one or two LR pixels
     each phase reads: 2.25x (f=2) to 4x (f=4) fewer operations than at HR size, and no upsampled map.
-    Each phase is added in place into its strided view of `out`.
     """
     b, _, h, w = x.shape
     o, i = weight.shape[:2]
@@ -57,11 +85,9 @@ def add_conv3x3_nearest_up(out: torch.Tensor, x: torch.Tensor, weight: torch.Ten
     kernels = (weight.reshape(o * i, 9) @ taps.to(weight)).view(o, i, -1)  # all phases' taps, one GEMM
     kernels = kernels.split([ny * nx for _, _, ny, nx in layout], dim=2)
     padded = F.pad(x, (1, 1, 1, 1))
-    phases = out.view(b, o, h, f, w, f)
-    for (y0, x0, ny, nx), kernel, (py, px) in zip(layout, kernels, itertools.product(range(f), range(f))):
-        window = padded[:, :, y0:y0 + h + ny - 1, x0:x0 + w + nx - 1]
-        phases[:, :, :, py, :, px] += F.conv2d(window, kernel.reshape(o, i, ny, nx))
-    return out
+    phases = [F.conv2d(padded[:, :, y0:y0 + h + ny - 1, x0:x0 + w + nx - 1], kernel.reshape(o, i, ny, nx))
+              for (y0, x0, ny, nx), kernel in zip(layout, kernels)]
+    return _AddPhases.apply(out, f, *phases)
 
 
 def conv3x3(cond: Union[torch.Tensor, Conditioning], weights: Sequence[torch.Tensor],

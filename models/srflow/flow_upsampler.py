@@ -5,6 +5,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from models.memory_format import to_compute_format
 from models.srflow.actnorm import ActNorm, start_logdet
 from models.srflow.conditioning import Conditioning
 from models.srflow.coupling import CondAffineSeparatedAndCond
@@ -27,10 +28,12 @@ class FlowUpsamplerNet(nn.Module):
     def __init__(self, L: int, K: Union[int, Sequence[int]], cond_channels: int, in_channels: int = 3,
                  hidden_channels: int = 64, n_no_affine: int = 2, split: bool = True,
                  correct_splits: bool = False, consume_ratio: float = 0.5, logs_eps: float = 0.0,
-                 affine_eps: float = 1e-4, gaussian_loss_weight: float = 1.0, checkpointing: bool = False):
+                 affine_eps: float = 1e-4, gaussian_loss_weight: float = 1.0, checkpointing: bool = False,
+                 channels_last: Optional[bool] = None):
         super().__init__()
         self.L = L
         self.checkpointing = checkpointing
+        self.channels_last = channels_last
         self.layers = nn.ModuleList()
         self.level_of: List[int] = []  # level of each layer
         c = in_channels
@@ -66,6 +69,7 @@ class FlowUpsamplerNet(nn.Module):
                 conds: Sequence[Cond] = (), epses: Optional[List[torch.Tensor]] = None,
                 eps_std: Optional[float] = None) -> Tuple[torch.Tensor, torch.Tensor]:
         logdet = start_logdet(x, logdet)
+        x = to_compute_format(x, self.channels_last)
         order = range(len(self.layers))
         checked = set()
         for i in (reversed(order) if reverse else order):
@@ -78,6 +82,7 @@ class FlowUpsamplerNet(nn.Module):
                     self._check_size(level, ft, x)
                     checked.add(level)
                 x, logdet = self._run_step(layer, x, logdet, reverse, ft)
-            else:
+            else:  # a squeeze: its reshape leaves NCHW
                 x, logdet = layer(x, logdet, reverse)
+                x = to_compute_format(x, self.channels_last)
         return x, logdet

@@ -45,5 +45,5 @@ class SRFlowRRDB(RRDBNet):
             if f < 1:
                 feats[f] = F.interpolate(last, scale_factor=f, mode="bilinear", align_corners=False,
                                          recompute_scale_factor=True)
-        out = self.head(feats[float(self.scale)]) if with_out else None
+        out = self.head(feats[float(self.scale)]).contiguous() if with_out else None
         return [Conditioning(feats[f], stack) for f in factors], out

@@ -35,7 +35,7 @@ class SRFlowNet(nn.Module):
                  consume_ratio: float = 0.5, logs_eps: float = 0.0, hidden_channels: int = 64,
                  affine_eps: float = 1e-4, gaussian_loss_weight: float = 1.0, quant: float = 255,
                  noise_quant: bool = True, train_rrdb: bool = False, train_rrdb_delay: Optional[float] = None,
-                 checkpointing: bool = False):
+                 checkpointing: bool = False, channels_last: Optional[bool] = None):
         super().__init__()
         self.flow_scale = flow_scale or scale
         if self.flow_scale % initial_stride:
@@ -46,12 +46,12 @@ class SRFlowNet(nn.Module):
         self.noise_quant = noise_quant
         self.factors = [self.flow_scale / 2 ** level for level in range(1, L + 1)]
         self.RRDB = SRFlowRRDB(in_nc, out_nc, nf, nb, gc, scale, initial_stride, checkpointing=checkpointing,
-                               blocks=blocks, concat=concat)
+                               channels_last=channels_last, blocks=blocks, concat=concat)
         self.flowUpsamplerNet = FlowUpsamplerNet(
             L, K, self.RRDB.cond_channels, in_channels=out_nc, hidden_channels=hidden_channels,
             n_no_affine=n_no_affine, split=split, correct_splits=correct_splits, consume_ratio=consume_ratio,
             logs_eps=logs_eps, affine_eps=affine_eps, gaussian_loss_weight=gaussian_loss_weight,
-            checkpointing=checkpointing)
+            checkpointing=checkpointing, channels_last=channels_last)
         self.train_rrdb_delay = train_rrdb_delay  # read by the trainer, which unfreezes the RRDB in time
         self.train_rrdb = True
         self.set_train_rrdb(train_rrdb)
@@ -105,13 +105,15 @@ class SRFlowNet(nn.Module):
             if self.noise_quant:
                 z = z + (torch.rand_like(z) - 0.5) / self.quant
             logdet = logdet + float(-math.log(self.quant) * pixels)
-        found = epses if isinstance(epses, list) else None
+        found = [] if isinstance(epses, list) else None
         z, logdet = self.flowUpsamplerNet(z, logdet, conds=conds, epses=found)
+        z = z.contiguous()
         nll = -(logdet + gaussian_logp(z)) / float(math.log(2.0) * pixels)
         if found is None:
             return z, nll, logdet
-        found.append(z)
-        return found, nll, logdet
+        epses.extend(eps.contiguous() for eps in found)
+        epses.append(z)
+        return epses, nll, logdet
 
     def decode(self, lr: torch.Tensor, z: Optional[torch.Tensor] = None, eps_std: Optional[float] = None,
                epses: Optional[List[torch.Tensor]] = None, lr_enc: Optional[LrEnc] = None,
@@ -132,7 +134,7 @@ class SRFlowNet(nn.Module):
             pixels = z.shape[2] * z.shape[3] * 4 ** self.L
             logdet = logdet + float(math.log(self.quant) * pixels)
         sr, logdet = self.flowUpsamplerNet(z, logdet, reverse=True, conds=conds, epses=epses, eps_std=eps_std)
-        return keep_finite(sr), logdet, out
+        return keep_finite(sr.contiguous()), logdet, out
 
 
 def keep_finite(sr: torch.Tensor) -> torch.Tensor:
@@ -246,7 +248,7 @@ def srflow_kwargs(opt_net: dict, opt: dict, where: str) -> dict:
         quant=255 if quant is None else quant,
         noise_quant=(flow.get("augmentation") or {}).get("noiseQuant", True),
         train_rrdb=bool(opt_net.get("train_RRDB", False)), train_rrdb_delay=opt_net.get("train_RRDB_delay"),
-        checkpointing=bool(opt.get("checkpointing_enabled", False)))
+        checkpointing=bool(opt.get("checkpointing_enabled", False)), channels_last=opt.get("channels_last"))
 
 
 def load_pretrained_rrdb(net: SRFlowNet, path: str, where: str) -> None:
