@@ -296,3 +296,21 @@ def test_bench_measures_every_phase():
     for phase in bench.PHASES:
         seconds, peak, added = bench.measure(phase, opt_net, opt, args)
         assert seconds > 0 and peak > 0 and added is not None
+
+
+def test_channels_last_computes_the_same_and_returns_contiguous_tensors():
+    """The recipe's `channels_last` changes only the layout the convolutions run in."""
+    lr, hr = inputs(4)
+    results = []
+    for layout in (False, True):
+        opt = recipe(4)
+        opt["channels_last"] = layout
+        net = randomize(build(opt))
+        with torch.no_grad():
+            epses, nll, _ = net(gt=hr, lr=lr, epses=[], add_gt_noise=False)
+            sr, _, rrdb_out = net(lr=lr, reverse=True, epses=epses, add_gt_noise=False)
+        assert all(t.is_contiguous() for t in (*epses, sr, rrdb_out))
+        results.append([*epses, nll, sr, rrdb_out])
+    for plain, last in zip(*results, strict=True):
+        assert torch.allclose(plain, last, atol=1e-5)
+    assert torch.allclose(results[0][-2], hr, atol=1e-4)  # and decode still inverts encode
