@@ -21,73 +21,80 @@ class Conditioning(NamedTuple):
 
 
 @functools.lru_cache(maxsize=None)
-def _phase_layout(f: int) -> Tuple[torch.Tensor, Tuple[Tuple[int, int, int, int], ...]]:
-    """How 3x3 kernel taps land on the LR pixels read by each output phase (py, px) of an f-times
-    nearest upsampling: a 0/1 matrix (9, sum of phase kernel sizes) and, per phase in row-major order,
-    (first LR row, first LR column in padded coordinates, kernel height, kernel width).
+def _phase_layout(f: int) -> Tuple[torch.Tensor, Tuple[Tuple[int, int], ...]]:
+    """How the 3x3 taps of a convolution of an f-times nearest upsampling land on LR pixels, per output
+    phase (py, px) in row-major order: a 0/1 matrix (9, f*f*4) that maps the 3x3 taps onto each phase's
+    2x2 kernel, and each phase's (first LR row, first LR column) relative to the output pixel.
 
-    Phase p reads HR offsets p-1, p, p+1 of the upsampled map, i.e. LR offsets (p-1+k)//f: one or two
-    neighbours, so its kernel is 2x2, 2x1, 1x2 or 1x1.
+    Phase p reads HR offsets p-1, p, p+1, i.e. LR offsets (p-1+k)//f: {-1, 0}, {0} or {0, 1}, always
+    inside a 2-pixel window starting at -1 or 0 (for f=2 every tap of the window is used).
     """
-    groups = []  # per phase p: for each LR offset it reads, the kernel indices summed onto it
-    for p in range(f):
-        offsets = [(p - 1 + k) // f for k in range(3)]
-        groups.append([[k for k in range(3) if offsets[k] == off] for off in sorted(set(offsets))])
+    starts = [-1 if (p - 1) // f < 0 else 0 for p in range(f)]
     columns, layout = [], []
     for py in range(f):
         for px in range(f):
-            for rows in groups[py]:
-                for cols in groups[px]:
-                    columns.append([1.0 if ky in rows and kx in cols else 0.0 for ky in range(3) for kx in range(3)])
-            layout.append(((py - 1) // f + 1, (px - 1) // f + 1, len(groups[py]), len(groups[px])))
+            for a in range(2):
+                for b in range(2):
+                    columns.append([1.0 if (py - 1 + ky) // f - starts[py] == a and (px - 1 + kx) // f - starts[px] == b
+                                    else 0.0 for ky in range(3) for kx in range(3)])
+            layout.append((starts[py], starts[px]))
     return torch.tensor(columns).t().contiguous(), tuple(layout)
 
 
 class _AddPhases(torch.autograd.Function):
-    """In place: out[..., y*f + py, x*f + px] += phases[py*f + px][..., y, x].
+    """In place: out[..., y*f + py, x*f + px] += phases[k][..., y + 1 + sy, x + 1 + sx] for phase
+    k = py*f + px (channels k*o to (k+1)*o of `phases`) with window start (sy, sx).
 
-    Written as four strided adds; its backward hands each phase the matching strided view of the
-    gradient. (Autograd's own handling of in-place writes into views clones the whole gradient per
-    write, and an out-of-place interleave runs an unvectorisable inner loop of length f.)
+    Written as f*f strided adds; the backward writes each phase's strided view of the gradient into one
+    gradient for `phases`. (Autograd's own handling of in-place writes into views clones the whole
+    gradient per write, and an out-of-place interleave runs an unvectorisable inner loop of length f.)
     """
 
     @staticmethod
-    def forward(ctx, out: torch.Tensor, f: int, *phases: torch.Tensor) -> torch.Tensor:
-        ctx.f = f
+    def forward(ctx, out: torch.Tensor, phases: torch.Tensor, f: int, starts: Tuple[Tuple[int, int], ...]):
+        ctx.f, ctx.starts, ctx.phases_shape = f, starts, phases.shape
+        ctx.layout = torch.channels_last if phases.is_contiguous(memory_format=torch.channels_last) \
+            else torch.contiguous_format  # the convolution's backward reads its gradient fastest in it
         ctx.mark_dirty(out)
-        for k, phase in enumerate(phases):
-            _grid(out, f)[:, :, :, k // f, :, k % f] += phase
+        for grid, window in _pairs(out, phases, f, starts):
+            grid += window
         return out
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        f = ctx.f
-        grid = _grid(grad, f)
-        return (grad, None, *(grid[:, :, :, k // f, :, k % f] for k in range(f * f)))
+        grad_phases = torch.empty(ctx.phases_shape, dtype=grad.dtype, device=grad.device, memory_format=ctx.layout)
+        o = grad.shape[1]
+        for k, (grid, window) in enumerate(_pairs(grad, grad_phases, ctx.f, ctx.starts)):
+            window.copy_(grid)
+            sy, sx = ctx.starts[k]  # the row and column of the phase's map outside its window
+            grad_phases[:, k * o:(k + 1) * o, -1 if sy else 0].zero_()
+            grad_phases[:, k * o:(k + 1) * o, :, -1 if sx else 0].zero_()
+        return grad, grad_phases, None, None
 
 
-def _grid(x: torch.Tensor, f: int) -> torch.Tensor:
-    """(b, c, h*f, w*f) viewed as (b, c, h, f, w, f); a copy only if x's strides allow no such view."""
-    b, c, hh, ww = x.shape
-    return x.reshape(b, c, hh // f, f, ww // f, f)
+def _pairs(hr: torch.Tensor, phases: torch.Tensor, f: int, starts: Tuple[Tuple[int, int], ...]):
+    """(strided view of `hr` of phase k, the matching window of `phases`) for each phase k."""
+    b, o, hh, ww = hr.shape
+    h, w = hh // f, ww // f
+    grid = hr.view(b, o, h, f, w, f)
+    for k, (sy, sx) in enumerate(starts):
+        window = phases[:, k * o:(k + 1) * o, sy + 1:sy + 1 + h, sx + 1:sx + 1 + w]
+        yield grid[:, :, :, k // f, :, k % f], window
 
 
 def add_conv3x3_nearest_up(out: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, f: int) -> torch.Tensor:
     """out + conv3x3(nearest_upsample(x, f), weight, padding 1), the convolution computed at x's size;
-    `out` (a fresh tensor, not read by any backward) is updated in place.
+    `out` (a fresh tensor that no backward reads) is updated in place.
 
-    Output phase (py, px) is a convolution of x with the 3x3 taps summed onto the one or two LR pixels
-    each phase reads: 2.25x (f=2) to 4x (f=4) fewer operations than at HR size, and no upsampled map.
+    Each output phase (py, px) is a 2x2 convolution of x with the 3x3 taps summed onto the LR pixels
+    that phase reads; all phases run as one convolution. That is 2.25x fewer operations than at HR size,
+    and no upsampled map.
     """
-    b, _, h, w = x.shape
     o, i = weight.shape[:2]
-    taps, layout = _phase_layout(f)
-    kernels = (weight.reshape(o * i, 9) @ taps.to(weight)).view(o, i, -1)  # all phases' taps, one GEMM
-    kernels = kernels.split([ny * nx for _, _, ny, nx in layout], dim=2)
-    padded = F.pad(x, (1, 1, 1, 1))
-    phases = [F.conv2d(padded[:, :, y0:y0 + h + ny - 1, x0:x0 + w + nx - 1], kernel.reshape(o, i, ny, nx))
-              for (y0, x0, ny, nx), kernel in zip(layout, kernels)]
-    return _AddPhases.apply(out, f, *phases)
+    taps, starts = _phase_layout(f)
+    kernels = (weight.reshape(o * i, 9) @ taps.to(weight)).view(o, i, f * f, 2, 2).permute(2, 0, 1, 3, 4)
+    phases = F.conv2d(x, kernels.reshape(f * f * o, i, 2, 2), padding=1)  # window starts -1 .. h-1
+    return _AddPhases.apply(out, phases, f, starts)
 
 
 def conv3x3(cond: Union[torch.Tensor, Conditioning], weights: Sequence[torch.Tensor],
@@ -105,7 +112,6 @@ def conv3x3(cond: Union[torch.Tensor, Conditioning], weights: Sequence[torch.Ten
     if (hh, ww) == (h, w):
         return out + F.conv2d(cond.stack, w_stack, padding=1)
     f = hh // h
-    # Beyond f=2 and below 16x16 LR pixels, the f*f small convolutions cost more than they save.
-    if f >= 2 and (hh, ww) == (h * f, w * f) and (f == 2 or h * w >= 256):
+    if f >= 2 and (hh, ww) == (h * f, w * f):
         return add_conv3x3_nearest_up(out, cond.stack, w_stack, f)
     return out + F.conv2d(F.interpolate(cond.stack, size=(hh, ww)), w_stack, padding=1)
