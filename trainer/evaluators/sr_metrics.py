@@ -41,12 +41,13 @@ class SRMetrics:
         """Named SR outputs (a list of samples each) for one batch."""
         if not is_flow(net):
             return {"": [self.run_injectors(lq, hq).clamp(0, 1)]}
-        out: Dict[str, List[torch.Tensor]] = {}
+        lr_enc = getattr(net, "module", net).rrdb_preprocessing(lq, with_out=True)  # one RRDB pass for all samples
+        out: Dict[str, List[torch.Tensor]] = {"_rrdb": [lr_enc[1].clamp(0, 1)]}
         for t in self.heats:
-            runs = [net(lr=lq, z=None, eps_std=t, reverse=True) for _ in range(1 if t == 0 else self.samples)]
+            runs = [net(lr=lq, z=None, eps_std=t, reverse=True, lr_enc=lr_enc)[0]
+                    for _ in range(1 if t == 0 else self.samples)]
             # A sample far out of distribution can overshoot wildly; images live in [0, 1].
-            out[f"_t{t:g}"] = [r[0].clamp(0, 1) for r in runs]
-            out.setdefault("_rrdb", [runs[0][2].clamp(0, 1)])
+            out[f"_t{t:g}"] = [r.clamp(0, 1) for r in runs]
         return out
 
     def run_injectors(self, lq: torch.Tensor, hq: torch.Tensor) -> torch.Tensor:
