@@ -24,7 +24,12 @@ def main(argv=None) -> int:
             dist.init_from_env(bool(opt["gpu_ids"]) and torch.cuda.is_available())
             opt["dist"] = True
         from trainer.trainer import Trainer
-        Trainer(opt, resume=args.resume).fit()
+        success = False
+        try:
+            Trainer(opt, resume=args.resume).fit()
+            success = True
+        finally:
+            dist.shutdown(success)
 
     return run_cli(train)
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import ROOT, tiny_rrdb_recipe
+from conftest import ROOT, tiny_rrdb_recipe, tiny_srflow_recipe
 from trainer.trainer import Trainer
 from utils.options import parse_options
 
@@ -54,3 +54,29 @@ def test_two_processes_match_one_process_on_the_global_batch_and_resume(image_di
     resumed = final_weights(tmp_path / "resumed", 4)
     for key, value in ddp.items():
         assert torch.equal(resumed[key], value), key
+
+
+@pytest.mark.skipif(TORCHRUN is None, reason="torchrun not installed")
+def test_two_processes_train_srflow_frozen_then_joint(image_dirs, tmp_path):
+    """Stage 2 with the RRDB frozen, unfrozen half way (DDP re-wrapped): still the single-process weights."""
+    def recipe(root, batch):
+        r = tiny_srflow_recipe(image_dirs, tmp_path / root, niter=4, val_freq=100)
+        r["networks"]["generator"]["train_RRDB_delay"] = 0.5
+        r["networks"]["generator"]["flow"]["augmentation"] = {"noiseQuant": False}  # no per-process noise draws
+        # Adam's first steps move a weight by about lr whatever the size of its gradient: near-zero
+        # gradients would turn float round-off into differences of lr. A larger eps damps those.
+        r["steps"]["generator"]["optimizer_params"]["eps"] = 1e-4
+        r["datasets"]["train"]["batch_size"] = batch
+        return r
+
+    path = tmp_path / "ddp_srflow.yml"
+    path.write_text(yaml.safe_dump(recipe("ddp", 2)))
+    run = torchrun(path)
+    assert "train_RRDB_delay" in run.stdout + run.stderr  # the unfreezing happened, and was logged
+    single = Trainer(parse_options(recipe("single", 4)))
+    single.fit()
+    ddp = final_weights(tmp_path / "ddp", 4)
+    initial = Trainer(parse_options(recipe("fresh", 4))).networks["generator"].state_dict()
+    assert not torch.equal(ddp["RRDB.conv_first.weight"], initial["RRDB.conv_first.weight"])  # it trained
+    for key, value in single.networks["generator"].state_dict().items():
+        torch.testing.assert_close(ddp[key], value, rtol=1e-4, atol=1e-5, msg=key)

@@ -117,8 +117,10 @@ class Trainer:
         """Under torchrun, (re)wrap a network with trainable parameters in DistributedDataParallel."""
         net = unwrap(self.networks[name])
         if self.opt["dist"] and any(p.requires_grad for p in net.parameters()):
-            # A flow's RRDB has outputs (the HR branch) the NLL never reads: DDP must not wait for them.
-            self.networks[name] = dist.wrap_ddp(net, self.device, find_unused=is_flow(net))
+            # A trainable RRDB inside a flow has outputs (the HR branch) the NLL never reads: DDP must not
+            # wait for their gradients. Frozen, it is outside DDP and every flow parameter gets one.
+            find_unused = is_flow(net) and any(p.requires_grad for p in net.RRDB.parameters())
+            self.networks[name] = dist.wrap_ddp(net, self.device, find_unused=find_unused)
 
     # ------------------------------------------------------------------------------------ checkpoints
     def _load_training_state(self, path: Path) -> None:
@@ -273,9 +275,6 @@ class Trainer:
                         "the last checkpoint.")
             else:
                 self.nan_skips = 0
-        if self.opt["dist"] and not self.resume_path and self.it == max(self.opt["start_step"], 0) + 1:
-            for net in self.networks.values():  # ActNorm initialised itself from each process's own batch
-                dist.broadcast_parameters(unwrap(net))
         for name, ema in self.emas.items():
             ema.update(unwrap(self.networks[name]), self.it)
         self._save_visuals(state)

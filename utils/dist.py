@@ -32,6 +32,16 @@ def init_from_env(use_cuda: bool) -> None:
     td.init_process_group("nccl" if use_cuda else "gloo", timeout=timedelta(minutes=30))
 
 
+def shutdown(success: bool) -> None:
+    """Leave the process group: after the others when all went well (the last writes are rank 0's), at
+    once after an error. Exiting without this can abort the process (gloo's threads still running)."""
+    if not initialized():
+        return
+    if success:
+        td.barrier()
+    td.destroy_process_group()
+
+
 def wrap_ddp(net: nn.Module, device: torch.device, find_unused: bool) -> nn.Module:
     """DDP over the parameters that are trainable now (frozen ones are left out; re-wrap after unfreezing).
     `find_unused` is needed when some trainable parameters get no gradient in a step."""
@@ -66,10 +76,10 @@ def reduce_metrics(metrics: Dict[str, float]) -> Dict[str, float]:
     return {k: float(v) / world_size() for k, v in zip(keys, values)}
 
 
-def broadcast_parameters(net: nn.Module) -> None:
-    """Copy rank 0's parameters and buffers to every process (e.g. after data-dependent initialisation,
-    which each process did on its own batch)."""
-    if initialized():
-        with torch.no_grad():
-            for tensor in list(net.parameters()) + list(net.buffers()):
-                td.broadcast(tensor, src=0)
+def mean_over_processes(t: torch.Tensor) -> torch.Tensor:
+    """The mean of `t` over all processes (each process passes a tensor of the same shape)."""
+    if not initialized():
+        return t
+    t = t.clone()
+    td.all_reduce(t)
+    return t / world_size()

@@ -4,6 +4,8 @@ from typing import Optional, Tuple
 import torch
 from torch import nn
 
+from utils.dist import mean_over_processes
+
 
 def start_logdet(x: torch.Tensor, logdet: Optional[torch.Tensor]) -> torch.Tensor:
     """`logdet`, or per-sample zeros when the caller does not track one."""
@@ -30,8 +32,10 @@ class ActNorm(nn.Module):
         if (self.bias != 0).any():
             self.initialized = True
             return
-        bias = -x.mean(dim=[0, 2, 3], keepdim=True)
-        var = ((x + bias) ** 2).mean(dim=[0, 2, 3], keepdim=True)
+        # Under torchrun, the statistics of the global batch (shards are equal in size): every process
+        # starts from the same values, those one process would compute on the whole batch.
+        bias = -mean_over_processes(x.mean(dim=[0, 2, 3], keepdim=True))
+        var = mean_over_processes(((x + bias) ** 2).mean(dim=[0, 2, 3], keepdim=True))
         self.bias.copy_(bias)
         self.logs.copy_(torch.log(self.scale / (var.sqrt() + 1e-6)))
         self.initialized = True
