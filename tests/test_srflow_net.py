@@ -314,3 +314,18 @@ def test_channels_last_computes_the_same_and_returns_contiguous_tensors():
     for plain, last in zip(*results, strict=True):
         assert torch.allclose(plain, last, atol=1e-5)
     assert torch.allclose(results[0][-2], hr, atol=1e-4)  # and decode still inverts encode
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_autocast_keeps_latents_and_nll_in_float32(net4, dtype):
+    """Mixed precision (`fp16: true`; CPU autocast stands in for CUDA's here): convolutions run in half
+    precision, but the latents, log-determinants and NLL stay float32 and decode still inverts encode."""
+    lr, hr = inputs(4)
+    with torch.no_grad():
+        _, nll_full, _ = net4(gt=hr, lr=lr, epses=[], add_gt_noise=False)
+        with torch.autocast("cpu", dtype=dtype):
+            epses, nll, logdet = net4(gt=hr, lr=lr, epses=[], add_gt_noise=False)
+            sr, logdet_back, _ = net4(lr=lr, reverse=True, epses=epses, add_gt_noise=False)
+    assert all(t.dtype == torch.float32 for t in (*epses, nll, logdet, sr, logdet_back))
+    assert torch.allclose(nll, nll_full, rtol=1e-2)
+    assert torch.allclose(sr, hr, atol=1e-2) and torch.allclose(logdet_back, -logdet, rtol=1e-3, atol=1e-2)

@@ -42,4 +42,8 @@ class InvConv1x1(nn.Module):
         kernel, logabsdet = self._weights(reverse)
         dlogdet = logabsdet * (x.shape[2] * x.shape[3])
         logdet = start_logdet(x, logdet)
-        return F.conv2d(x, kernel), (logdet - dlogdet if reverse else logdet + dlogdet)
+        # In float32 under autocast too: the latents themselves pass through here, and a half-precision
+        # product would not be undone by the inverse.
+        with torch.autocast(x.device.type, enabled=False):
+            y = F.conv2d(x, kernel.to(x.dtype))
+        return y, (logdet - dlogdet if reverse else logdet + dlogdet)

@@ -55,7 +55,7 @@ class Split2d(nn.Module):
             return z1, logdet + gaussian_logp(z2, mean, logs) * self.nll_weight
         mean, logs = self.prior(x)
         if epses:
-            eps = epses.pop().to(mean)
+            eps = epses.pop().to(x)  # the latents' dtype (float32 under autocast), not the prior's
         elif eps_std == 0:
             eps = torch.zeros_like(mean)
         else:
