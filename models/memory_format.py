@@ -1,8 +1,9 @@
 """Which memory layout the networks compute in: channels_last where the convolution libraries are faster on it.
 
-On the CPU, oneDNN's 3x3 convolutions run 1.1-1.6x faster on channels_last (NHWC) tensors than on NCHW
-ones (scripts/bench_srflow.py --channels-last compares both); on CUDA, cuDNN's fast fp16/bf16 kernels are
-NHWC ones, so there it is used under autocast only. Parameters keep their layout; inputs are converted
+On the CPU, oneDNN's convolutions run up to 1.6x faster on channels_last (NHWC) tensors than on NCHW
+ones; SRFlow's decode gains 1.1-1.2x, its training a few percent (scripts/bench_srflow.py --channels-last
+on/off compares). On CUDA, cuDNN's fast fp16/bf16 kernels are NHWC ones, so there it is used under
+autocast only (not measured here: no GPU). Parameters keep their layout; inputs are converted
 where a network starts, and outputs are handed back contiguous.
 """
 from typing import Optional
