@@ -52,8 +52,18 @@ def encode(net: nn.Module, hq: torch.Tensor, lq: torch.Tensor) -> List[torch.Ten
     return epses
 
 
+def conditioning(net: nn.Module, lq: torch.Tensor) -> Optional[tuple]:
+    """SRFlow's RRDB pass over `lq`, padded as `super_resolve` pads it (None for other networks). Pass it
+    as `lr_enc` to decode the same image several times (temperatures, samples, latents) with one pass."""
+    if not is_flow(net):
+        return None
+    with torch.no_grad():
+        return net.rrdb_preprocessing(pad_to_multiple(lq, lr_multiple(net)))
+
+
 def forward(net: nn.Module, lq: torch.Tensor, temperature: Optional[float],
-            latents: Optional[Sequence[torch.Tensor]] = None) -> Tuple[torch.Tensor, int]:
+            latents: Optional[Sequence[torch.Tensor]] = None,
+            lr_enc: Optional[tuple] = None) -> Tuple[torch.Tensor, int]:
     """One pass: the raw SR image and how many non-finite values it held.
 
     SRFlow's decode replaces non-finite values (and warns) before returning, so they are counted on the
@@ -69,7 +79,8 @@ def forward(net: nn.Module, lq: torch.Tensor, temperature: Optional[float],
             warnings.filterwarnings("ignore", message="SRFlow decode produced", category=RuntimeWarning)
             # at t=0 the scaled latents are zeros: the prior's mean, also for latents that are not finite
             epses = [z * temperature for z in latents] if latents is not None and temperature else []
-            sr = net(lr=lq, z=None, eps_std=temperature, reverse=True, epses=epses, add_gt_noise=False)[0]
+            sr = net(lr=lq, z=None, eps_std=temperature, reverse=True, epses=epses, lr_enc=lr_enc,
+                     add_gt_noise=False)[0]
     finally:
         hook.remove()
     return sr, max(sum(counts), count_nonfinite(sr))
@@ -118,7 +129,7 @@ def temperatures(temperature: float) -> List[float]:
 
 def super_resolve(net: nn.Module, lq: torch.Tensor, temperature: float = 0.0,
                   latents: Optional[Sequence[torch.Tensor]] = None, tile: int = 0, overlap: int = 16,
-                  name: str = "image", report: Report = print) -> SRResult:
+                  name: str = "image", report: Report = print, lr_enc: Optional[tuple] = None) -> SRResult:
     """SR of one LR image (1x3xhxw in [0, 1]) -> 1x3x(s*h)x(s*w) in [0, 1].
 
     The LR is padded to the net's multiple and the result cropped back. SRFlow draws its latents at
@@ -126,6 +137,7 @@ def super_resolve(net: nn.Module, lq: torch.Tensor, temperature: float = 0.0,
     Non-finite pixels are reported with their count and temperature, and the image is made again at the
     FALLBACK temperatures below it until it is finite; if even t=0 fails, that is said too.
     `tile` > 0 runs LR tiles of about that side, overlapping by `overlap` LR pixels.
+    `lr_enc` (from `conditioning(net, lq)`) reuses an RRDB pass; without tiles, the retries share one anyway.
     """
     h, w = lq.shape[-2:]
     multiple = lr_multiple(net)
@@ -134,10 +146,14 @@ def super_resolve(net: nn.Module, lq: torch.Tensor, temperature: float = 0.0,
         raise ValueError("tiling draws latents per tile; it cannot decode given latents")
     tile = max(multiple, tile - tile % multiple) if tile > 0 else 0
     use_tiles = 0 < tile < max(x.shape[-2:])
+    if use_tiles and lr_enc is not None:
+        raise ValueError("tiles get their own RRDB pass; pass lr_enc only without tiling")
+    if not use_tiles and lr_enc is None:
+        lr_enc = conditioning(net, x)
     heats: List[Optional[float]] = temperatures(float(temperature)) if is_flow(net) else [None]
     for i, t in enumerate(heats):
         with torch.no_grad():
-            sr, bad = tiled(net, x, t, tile, overlap) if use_tiles else forward(net, x, t, latents)
+            sr, bad = tiled(net, x, t, tile, overlap) if use_tiles else forward(net, x, t, latents, lr_enc)
         at = "" if t is None else f" at t={t:g}"
         if bad == 0:
             if i:

@@ -13,7 +13,7 @@ from data import build_dataset
 from inference.images import conversion_note
 from inference.lpips_metric import load_lpips
 from inference.model import load_generator, pick_device
-from inference.sr import super_resolve
+from inference.sr import conditioning, super_resolve
 from models import is_flow
 from utils.errors import ConfigError
 from utils.image import write_image
@@ -103,9 +103,10 @@ class Tester:
             return []
         lq, hq = item["lq"][None].to(self.device), item.get("hq")
         rows = []
+        lr_enc = None if self.tile else conditioning(self.net, lq)  # one RRDB pass for every temperature
         for t in self.heats:
             result = super_resolve(self.net, lq, t or 0.0, tile=self.tile, overlap=self.overlap,
-                                   name=source.name, report=self.report)
+                                   name=source.name, report=self.report, lr_enc=lr_enc)
             suffix = "" if t is None else f"_t{t:g}"
             write_image(out_dir / f"{source.stem}{suffix}.png", result.image[0])
             row: Row = {"image": source.name, "temperature": t, "temperature_used": result.temperature,

@@ -33,7 +33,7 @@ from inference.corrupt import corrupt  # noqa: E402
 from inference.images import load_image  # noqa: E402
 from inference.latents import center_crop, lerp, normalize_for_restore, slerp  # noqa: E402
 from inference.model import load_generator, parse_inference_options, pick_device  # noqa: E402
-from inference.sr import encode, lr_multiple, pad_to_multiple, super_resolve  # noqa: E402
+from inference.sr import conditioning, encode, lr_multiple, pad_to_multiple, super_resolve  # noqa: E402
 from models import is_flow  # noqa: E402
 from utils.cli import run_cli  # noqa: E402
 from utils.errors import ConfigError  # noqa: E402
@@ -139,34 +139,35 @@ def save(out: Path, item: Item, what: str, img: torch.Tensor) -> None:
 
 # ---- modes: (net, item, args, output folder, references) -> files in the folder ----------------------------
 def mode_temperature(net: nn.Module, item: Item, args: Namespace, out: Path, refs: Refs) -> None:
+    lr_enc = conditioning(net, item.lq)  # one RRDB pass for all samples (likewise in the modes below)
     for k in range(1 if args.temperature == 0 else args.samples):
-        result = super_resolve(net, item.lq, args.temperature, name=item.name)
+        result = super_resolve(net, item.lq, args.temperature, name=item.name, lr_enc=lr_enc)
         save(out, item, f"temperature_t{args.temperature:g}_{k}", result.image)
 
 
 def mode_restore(net: nn.Module, item: Item, args: Namespace, out: Path, refs: Refs) -> None:
-    latents = normalize_for_restore(item.encoded(net))
-    result = super_resolve(net, item.lq, args.temperature, latents=latents, name=item.name)
+    latents, lr_enc = normalize_for_restore(item.encoded(net)), conditioning(net, item.lq)
+    result = super_resolve(net, item.lq, args.temperature, latents=latents, name=item.name, lr_enc=lr_enc)
     save(out, item, f"restore_t{args.temperature:g}", result.image)
-    plain = super_resolve(net, item.lq, 0.0, name=item.name)  # the seed found this more reliable
+    plain = super_resolve(net, item.lq, 0.0, name=item.name, lr_enc=lr_enc)  # the seed found this more reliable
     save(out, item, "restore_sr_t0", plain.image)
     if item.hq is not None and (args.jpeg is not None or args.blur or args.noise):
         save(out, item, "restore_input", item.hq)  # what was restored: the corrupted input, at the results' size
 
 
 def mode_latent_transfer(net: nn.Module, item: Item, args: Namespace, out: Path, refs: Refs) -> None:
-    own = item.encoded(net)
+    own, lr_enc = item.encoded(net), conditioning(net, item.lq)
     for ref_name, ref in refs.items():
         try:
             moved = [center_crop(r, z.shape) for r, z in zip(ref, own)]
         except ValueError as e:
             print(f"{item.name}: skipping reference {ref_name}: {e}")
             continue
-        result = super_resolve(net, item.lq, args.temperature, latents=moved, name=item.name)
+        result = super_resolve(net, item.lq, args.temperature, latents=moved, name=item.name, lr_enc=lr_enc)
         save(out, item, f"latent_transfer_{ref_name}", result.image)
         for kind, mix in (("lerp", lerp), ("slerp", slerp)):
             frames = [crop(item, super_resolve(net, item.lq, args.temperature, latents=mix(own, moved, p),
-                                               name=f"{item.name} {kind} frame {i}").image)
+                                               name=f"{item.name} {kind} frame {i}", lr_enc=lr_enc).image)
                       for i, p in enumerate(np.linspace(0, 1, args.steps))]
             write_image(out / f"{item.name}_latent_transfer_{ref_name}_{kind}.png", torch.cat(frames, dim=-1)[0])
 
@@ -178,7 +179,8 @@ def mode_feed_through(net: nn.Module, item: Item, args: Namespace, out: Path, re
 
 
 def mode_diversity(net: nn.Module, item: Item, args: Namespace, out: Path, refs: Refs) -> None:
-    samples = [super_resolve(net, item.lq, args.temperature, name=item.name).image
+    lr_enc = conditioning(net, item.lq)
+    samples = [super_resolve(net, item.lq, args.temperature, name=item.name, lr_enc=lr_enc).image
                for _ in range(max(args.samples, 2))]
     std = torch.stack([crop(item, s)[0] for s in samples]).std(0).mean(0)  # HxW, averaged over colours
     print(f"{item.name}: per-pixel std over {len(samples)} samples at t={args.temperature:g}: "

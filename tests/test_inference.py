@@ -13,7 +13,7 @@ import yaml
 from conftest import ROOT, tiny_rrdb_recipe
 from inference.lpips_metric import load_lpips
 from inference.model import load_generator, parse_inference_options, weights_path
-from inference.sr import encode, lr_multiple, super_resolve
+from inference.sr import conditioning, encode, lr_multiple, super_resolve
 from models import build_network, load_network_weights
 from models.weights import OFFICIAL_NAMES
 from utils.errors import ConfigError
@@ -77,6 +77,25 @@ def test_odd_sizes_are_padded_and_cropped_back_and_t0_is_deterministic(flow_net)
     a, b = super_resolve(flow_net, lq, 0.0), super_resolve(flow_net, lq, 0.0)
     assert a.image.shape == (1, 3, 92, 124) and a.temperature == 0 and a.nonfinite == 0
     assert torch.equal(a.image, b.image)
+
+
+def test_one_rrdb_pass_serves_every_decode_of_an_image(flow_net, monkeypatch):
+    lq = torch.rand(1, 3, 23, 31)  # padded inside: the shared pass must be of the padded image too
+    alone = [super_resolve(flow_net, lq, t).image for t in (0.0, 0.7)]
+    calls = []
+    original = flow_net.rrdb_preprocessing
+    monkeypatch.setattr(flow_net, "rrdb_preprocessing", lambda *a, **k: calls.append(1) or original(*a, **k))
+    lr_enc = conditioning(flow_net, lq)
+    torch.manual_seed(0)
+    first = super_resolve(flow_net, lq, 0.7, lr_enc=lr_enc).image
+    torch.manual_seed(0)
+    again = super_resolve(flow_net, lq, 0.7).image
+    shared = [super_resolve(flow_net, lq, t, lr_enc=lr_enc).image for t in (0.0, 0.7)]
+    assert len(calls) == 2  # conditioning() once, and the call without lr_enc once
+    assert torch.equal(shared[0], alone[0]) and torch.equal(first, again)
+    assert shared[1].shape == alone[1].shape and not torch.equal(shared[1], alone[1])  # a fresh sample
+    with pytest.raises(ValueError, match="tiles"):
+        super_resolve(flow_net, lq, 0.0, tile=8, lr_enc=lr_enc)
 
 
 def test_tiles_blend_into_the_whole_image(flow_net):
