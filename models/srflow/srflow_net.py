@@ -14,6 +14,7 @@ from models.srflow.rrdb_features import SRFlowRRDB
 from models.srflow.split import gaussian_logp
 from models.weights import load_network_weights, read_state_dict
 from utils.errors import ConfigError, closest
+from utils.options import FLOW as FLOW_SCHEMA
 
 LrEnc = Tuple[List[Conditioning], Optional[torch.Tensor]]  # per-level conditioning, RRDB's own SR image
 Tensors = Union[torch.Tensor, List[torch.Tensor]]
@@ -151,10 +152,9 @@ def keep_finite(sr: torch.Tensor) -> torch.Tensor:
 
 # ---- building from a DLAS recipe section ------------------------------------------------------------
 
-# patch_size and noInitialInj are accepted for DLAS recipes: neither changes the network.
-FLOW_KEYS = {"patch_size", "K", "L", "noInitialInj", "coupling", "additionalFlowNoAffine", "split", "fea_up0",
-             "fea_up-1", "stackRRDB", "gaussian_loss_weight", "hidden_channels", "augmentation",
-             "CondAffineSeparatedAndCond", "flow_permutation"}
+# The recipe schema's flow keys (patch_size and noInitialInj are accepted for DLAS recipes and change
+# nothing); checked here too for sections built without parse_options.
+FLOW_KEYS = set(FLOW_SCHEMA)
 COUPLINGS = ("CondAffineSeparatedAndCond",)
 PERMUTATIONS = ("invconv",)
 SPLITS = ("Split2d",)
