@@ -15,7 +15,7 @@ def use_channels_last(x: torch.Tensor, setting: Optional[bool] = None) -> bool:
     """`setting` (a recipe's `channels_last`) when given; else True on the CPU and under CUDA autocast."""
     if setting is not None:
         return setting
-    return x.device.type == "cpu" or (x.device.type == "cuda" and torch.is_autocast_enabled("cuda"))
+    return x.device.type == "cpu" or (x.device.type == "cuda" and torch.is_autocast_enabled())  # CUDA's autocast
 
 
 def to_compute_format(x: torch.Tensor, setting: Optional[bool] = None) -> torch.Tensor:

@@ -108,7 +108,7 @@ class Step:
         self.add_trainable_parameters()
 
     def run(self, state: Dict[str, Any], it: int, parts: int, autocast: Callable[[], Any],
-            scaler: Optional[torch.amp.GradScaler], sync: Callable[[nn.Module, bool], Any]) -> Dict[str, Any]:
+            scaler: Optional[Any], sync: Callable[[nn.Module, bool], Any]) -> Dict[str, Any]:
         """Forward/backward over `parts` accumulation chunks, then one optimizer step unless a loss is not
         finite. Returns the logged numbers and the last chunk's state (for visuals)."""
         logs: Dict[str, float] = {}

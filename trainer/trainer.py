@@ -28,6 +28,12 @@ def pick_device(opt: Dict[str, Any]) -> torch.device:
     return torch.device("cpu")
 
 
+def grad_scaler() -> Any:
+    """fp16's loss scaler: torch.amp's since torch 2.3, torch.cuda.amp's before (requirements allow 2.2)."""
+    amp = getattr(torch.amp, "GradScaler", None)
+    return amp("cuda") if amp is not None else torch.cuda.amp.GradScaler()
+
+
 class Trainer:
     def __init__(self, opt: Dict[str, Any], resume: Optional[str] = None):
         self.opt = opt
@@ -57,7 +63,7 @@ class Trainer:
         self.lr_factor = build_lr_factor(opt["train"])
 
         self.amp_dtype = self._amp_dtype()
-        self.scaler = torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
+        self.scaler = grad_scaler() if self.amp_dtype == torch.float16 else None
 
         train_opt = opt["datasets"].get("train")
         if train_opt is None:
