@@ -141,10 +141,12 @@ def test_conditioning_convolution_equals_full(fea_hw, stack_hw, channels_last):
     parts = [p.contiguous(memory_format=layout).requires_grad_() for p in parts]
     weights = [rand(5, 7, 3, 3, seed=3).requires_grad_(), rand(2, 7, 3, 3, seed=4).requires_grad_()]
     upstream = rand(2, 7, *fea_hw, seed=5)
+    expanded = torch.ones(1, 1, 1, 1, dtype=torch.float64).expand(2, 7, *fea_hw)  # as from out.sum()
     results = []
     for cond in (Conditioning(*parts), Conditioning(*parts).full()):
         out = conv3x3(cond, weights)
-        results.append([out, *torch.autograd.grad(out, parts + weights, upstream)])
+        results.append([out, *torch.autograd.grad(out, parts + weights, upstream, retain_graph=True),
+                        *torch.autograd.grad(out, parts + weights, expanded)])
     for ours, plain in zip(*results, strict=True):
         assert torch.allclose(ours, plain, atol=1e-12)
 

@@ -73,7 +73,8 @@ class _AddPhases(torch.autograd.Function):
 
 
 def _pairs(hr: torch.Tensor, phases: torch.Tensor, f: int, starts: Tuple[Tuple[int, int], ...]):
-    """(strided view of `hr` of phase k, the matching window of `phases`) for each phase k."""
+    """(strided view of `hr` of phase k, the matching window of `phases`) for each phase k. Splitting H
+    and W is a view for any strides, so these are views of `hr` and `phases` themselves."""
     b, o, hh, ww = hr.shape
     h, w = hh // f, ww // f
     grid = hr.view(b, o, h, f, w, f)
