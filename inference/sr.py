@@ -1,5 +1,6 @@
 """Super-resolving one image with RRDB or SRFlow: padding to the net's multiple, overlapping tiles, and
-decoding that checks for non-finite pixels and retries at lower temperatures.
+decoding that checks for diverged pixels, retries at lower temperatures and, if even t=0 fails, fills
+them in from bicubic.
 
 SRFlow "has a knack for producing NaNs in the reverse direction" on latents far from its training data;
 every SR image made here goes through `super_resolve`, so none is written with such pixels unannounced.
@@ -12,16 +13,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from data.imresize import imresize
 from models import is_flow
 
-FALLBACK = (0.75, 0.5, 0.25, 0.0)  # fractions of the temperature retried, in order, after non-finite pixels
+FALLBACK = (0.75, 0.5, 0.25, 0.0)  # fractions of the temperature retried, in order, after diverged pixels
+# A value beyond this magnitude is a diverged one, like a non-finite one: images live in [0, 1], and a reverse
+# flow that blows up gives values like 1e18 long before it gives inf (clamping them would hide garbage),
+# while an undertrained model's overshoot stays far below it.
+BLOWN_UP = 100.0
 Report = Callable[[str], None]
 
 
 class SRResult(NamedTuple):
     image: torch.Tensor  # 1x3xHxW in [0, 1], finite
     temperature: Optional[float]  # the temperature used in the end (None for a plain SR net)
-    nonfinite: int  # non-finite values that had to be replaced in `image` (0 unless every retry failed)
+    diverged: int  # diverged values whose pixels were filled in from bicubic (0 unless every retry failed)
 
 
 def lr_multiple(net: nn.Module) -> int:
@@ -39,10 +45,6 @@ def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
         return x
     mode = "reflect" if ph < x.shape[-2] and pw < x.shape[-1] else "replicate"
     return F.pad(x, (0, pw, 0, ph), mode=mode)
-
-
-def count_nonfinite(x: torch.Tensor) -> int:
-    return int((~torch.isfinite(x)).sum())
 
 
 def encode(net: nn.Module, hq: torch.Tensor, lq: torch.Tensor) -> List[torch.Tensor]:
@@ -64,16 +66,17 @@ def conditioning(net: nn.Module, lq: torch.Tensor) -> Optional[tuple]:
 def forward(net: nn.Module, lq: torch.Tensor, temperature: Optional[float],
             latents: Optional[Sequence[torch.Tensor]] = None,
             lr_enc: Optional[tuple] = None) -> Tuple[torch.Tensor, int]:
-    """One pass: the raw SR image and how many non-finite values it held.
+    """One pass: the SR image and how many diverged values (non-finite or beyond BLOWN_UP) the network
+    made. Their pixels are filled in from the bicubic upscaling of `lq`, the one stand-in always sensible.
 
-    SRFlow's decode replaces non-finite values (and warns) before returning, so they are counted on the
+    SRFlow's decode replaces non-finite values (and warns) before returning, so they are found on the
     flow's own output through a hook; the caller reports them instead of that warning.
     """
     if not is_flow(net):
         sr = net(lq)
-        return sr, count_nonfinite(sr)
-    counts: List[int] = []
-    hook = net.flowUpsamplerNet.register_forward_hook(lambda _m, _i, out: counts.append(count_nonfinite(out[0])))
+        return _fill_diverged(sr, diverged(sr), lq)
+    masks: List[torch.Tensor] = []
+    hook = net.flowUpsamplerNet.register_forward_hook(lambda _m, _i, out: masks.append(diverged(out[0])))
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="SRFlow decode produced", category=RuntimeWarning)
@@ -83,7 +86,21 @@ def forward(net: nn.Module, lq: torch.Tensor, temperature: Optional[float],
                      add_gt_noise=False)[0]
     finally:
         hook.remove()
-    return sr, max(sum(counts), count_nonfinite(sr))
+    return _fill_diverged(sr, masks[-1] | diverged(sr), lq)
+
+
+def diverged(x: torch.Tensor) -> torch.Tensor:
+    """Mask of the values of an SR image that are not finite or beyond +-BLOWN_UP."""
+    return ~torch.isfinite(x) | (x.abs() > BLOWN_UP)
+
+
+def _fill_diverged(sr: torch.Tensor, bad: torch.Tensor, lq: torch.Tensor) -> Tuple[torch.Tensor, int]:
+    """(sr with every pixel holding a bad value taken whole from bicubic, how many values were bad)."""
+    count = int(bad.sum())
+    if count:
+        bicubic = imresize(lq, scale=sr.shape[-1] // lq.shape[-1]).clamp(0, 1).to(sr)
+        sr = torch.where(bad.any(dim=1, keepdim=True), bicubic, sr)  # whole pixels: no colour casts
+    return sr, count
 
 
 def _starts(length: int, tile: int, overlap: int) -> List[int]:
@@ -157,13 +174,14 @@ def super_resolve(net: nn.Module, lq: torch.Tensor, temperature: float = 0.0,
         at = "" if t is None else f" at t={t:g}"
         if bad == 0:
             if i:
-                report(f"{name}: finite{at}, which is used instead of t={temperature:g}")
+                report(f"{name}: no diverged values{at}, which is used instead of t={temperature:g}")
             break
         if i + 1 < len(heats):
-            report(f"{name}: {bad} non-finite pixel values{at}; retrying at t={heats[i + 1]:g}")
+            report(f"{name}: {bad} diverged pixel values{at} (non-finite or beyond +-{BLOWN_UP:g}); "
+                   f"retrying at t={heats[i + 1]:g}")
         else:
-            report(f"{name}: {bad} non-finite pixel values{at}, the last try; they are written as 0 (NaN, -inf) "
-                   f"or 1 (+inf)")
+            report(f"{name}: {bad} diverged pixel values{at} (non-finite or beyond +-{BLOWN_UP:g}), the last "
+                   f"try; their pixels are filled in from the bicubic upscaling")
     s = sr.shape[-1] // x.shape[-1]
-    sr = torch.nan_to_num(sr[..., :h * s, :w * s], nan=0.0, posinf=1.0, neginf=0.0).clamp(0, 1)
+    sr = sr[..., :h * s, :w * s].clamp(0, 1)
     return SRResult(sr, t, bad)

@@ -110,7 +110,7 @@ class Tester:
             suffix = "" if t is None else f"_t{t:g}"
             write_image(out_dir / f"{source.stem}{suffix}.png", result.image[0])
             row: Row = {"image": source.name, "temperature": t, "temperature_used": result.temperature,
-                        "nonfinite": result.nonfinite}
+                        "diverged": result.diverged}
             if hq is not None:
                 row.update(self.score(result.image[0].cpu(), hq))
                 self.report(f"{source.name}{describe(row)}")
@@ -146,7 +146,7 @@ def mean_row(rows: List[Row], temperature: Optional[float]) -> Row:
 
 
 def write_csv(path: Path, rows: List[Row]) -> None:
-    columns = ["image", "temperature", "temperature_used", "nonfinite"] + [m for m in METRICS if m in rows[0]]
+    columns = ["image", "temperature", "temperature_used", "diverged"] + [m for m in METRICS if m in rows[0]]
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, columns, extrasaction="ignore")

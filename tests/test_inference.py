@@ -11,6 +11,7 @@ import torch
 import yaml
 
 from conftest import ROOT, tiny_rrdb_recipe
+from data.imresize import imresize
 from inference.lpips_metric import load_lpips
 from inference.model import load_generator, parse_inference_options, weights_path
 from inference.sr import conditioning, encode, lr_multiple, super_resolve
@@ -75,7 +76,7 @@ def test_odd_sizes_are_padded_and_cropped_back_and_t0_is_deterministic(flow_net)
     assert lr_multiple(flow_net) == 2
     lq = torch.rand(1, 3, 23, 31)
     a, b = super_resolve(flow_net, lq, 0.0), super_resolve(flow_net, lq, 0.0)
-    assert a.image.shape == (1, 3, 92, 124) and a.temperature == 0 and a.nonfinite == 0
+    assert a.image.shape == (1, 3, 92, 124) and a.temperature == 0 and a.diverged == 0
     assert torch.equal(a.image, b.image)
 
 
@@ -112,9 +113,30 @@ def test_nan_fallback_steps_the_temperature_down(flow_net):
     wild = [z * 1e38 for z in encode(flow_net, hq, lq)]  # far outside any training distribution
     messages = []
     result = super_resolve(flow_net, lq, 1.0, latents=wild, name="wild", report=messages.append)
-    assert result.temperature < 1.0 and result.nonfinite == 0 and torch.isfinite(result.image).all()
-    assert "non-finite pixel values at t=1; retrying at t=0.75" in messages[0]
+    assert result.temperature < 1.0 and result.diverged == 0 and torch.isfinite(result.image).all()
+    assert "diverged pixel values at t=1 (non-finite or beyond +-100); retrying at t=0.75" in messages[0]
     assert "wild" in messages[-1] and "instead of t=1" in messages[-1]
+
+
+def test_pixels_no_temperature_can_make_are_filled_in_from_bicubic(flow_net):
+    lq = torch.rand(1, 3, 10, 12)
+
+    def poison(_module, _inputs, out):  # the flow fails on one corner, at any temperature
+        sr = out[0].clone()
+        sr[..., :8, :8] = float("nan")
+        return (sr, *out[1:])
+
+    handle = flow_net.flowUpsamplerNet.register_forward_hook(poison)
+    messages = []
+    try:
+        result = super_resolve(flow_net, lq, 0.8, name="poisoned", report=messages.append)
+    finally:
+        handle.remove()
+    bicubic = imresize(lq, scale=4).clamp(0, 1)
+    assert result.temperature == 0 and result.diverged == 3 * 8 * 8 and torch.isfinite(result.image).all()
+    assert torch.equal(result.image[..., :8, :8], bicubic[..., :8, :8])
+    assert not torch.equal(result.image[..., 8:, 8:], bicubic[..., 8:, 8:])
+    assert "poisoned" in messages[-1] and "filled in from the bicubic upscaling" in messages[-1]
 
 
 def test_weights_with_official_srflow_names_give_the_same_results(flow_setup, flow_net, tmp_path):

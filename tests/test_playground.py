@@ -105,7 +105,7 @@ def test_out_of_distribution_latents_fall_back_to_lower_temperatures(play, image
     assert play("latent_transfer", "--temperature", "1", "--reference", str(tmp_path / "wild.pt"), "--steps", "2",
                 output=tmp_path / "out", input=f"{image_dirs['val']}/1.png") == 0
     out = capsys.readouterr().out
-    assert "non-finite pixel values at t=1; retrying at t=0.75" in out and "instead of t=1" in out
+    assert "diverged pixel values at t=1 (non-finite or beyond +-100); retrying at t=0.75" in out and "instead of t=1" in out
     assert np.isfinite(read_image(tmp_path / "out" / "1_latent_transfer_wild.png")).all()
 
 
