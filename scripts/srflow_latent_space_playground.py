@@ -13,7 +13,7 @@ Modes (see "Using SRFlow" in the README); each result is a PNG in OUTPUT named <
   diversity        SAMPLES samples at t; their per-pixel standard deviation as a heat map
   encode           the image's latents and LR saved as <input>_encode.pt, which every mode takes as an INPUT
                    (and latent_transfer as a REFERENCE) in place of an image
-Non-finite pixels in a result are reported, and that result is made again at lower temperatures.
+Diverged pixels (non-finite or beyond +-100) are reported and the result is made again at lower temperatures.
 """
 import sys
 from argparse import ArgumentParser, Namespace, RawDescriptionHelpFormatter
