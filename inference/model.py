@@ -15,12 +15,10 @@ Recipe = Union[str, Path, Dict[str, Any]]
 
 
 def parse_inference_options(recipe: Recipe, overrides: Iterable[str] = ()) -> Dict[str, Any]:
-    """parse_options for a run that trains nothing: `train.niter` may be absent, and `pretrain_rrdb` is
-    dropped because the generator's own weights (RRDB included) replace it."""
+    """parse_options for a run that trains nothing: `pretrain_rrdb` is dropped because the generator's own
+    weights (RRDB included) replace it."""
     raw = copy.deepcopy(recipe) if isinstance(recipe, dict) else load_yaml(find_recipe(str(recipe)))
     implied = []
-    if not isinstance(raw.get("train"), dict) or "niter" not in raw["train"]:
-        implied.append("train.niter=0")
     for name, net in (raw.get("networks") or {}).items():
         if isinstance(net, dict) and net.get("pretrain_rrdb"):
             implied.append(f"networks.{name}.pretrain_rrdb=")

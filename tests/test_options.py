@@ -7,6 +7,7 @@ import pytest
 import yaml
 
 from conftest import ROOT, tiny_rrdb_recipe
+from trainer.trainer import Trainer
 from utils.errors import ConfigError
 from utils.options import parse_options
 from utils.registry import Registry
@@ -46,6 +47,13 @@ def test_missing_required_key(image_dirs, tmp_path):
     del recipe["train"]["niter"]
     with pytest.raises(ConfigError, match="missing required key `train.niter`"):
         parse_options(recipe)
+
+
+def test_a_recipe_without_steps_needs_no_niter_but_cannot_train():
+    opt = parse_options("options/demo/test_srflow.yml")  # a test recipe: no `train` section at all
+    assert "niter" not in opt["train"] and opt["steps"] == {}
+    with pytest.raises(ConfigError, match="no `steps`: nothing to train"):
+        Trainer(opt)
 
 
 def test_disagreeing_scales_stop_and_top_level_quirk_warns(image_dirs, tmp_path):

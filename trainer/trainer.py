@@ -36,6 +36,8 @@ def grad_scaler() -> Any:
 
 class Trainer:
     def __init__(self, opt: Dict[str, Any], resume: Optional[str] = None):
+        if not opt["steps"]:
+            raise ConfigError("the recipe has no `steps`: nothing to train (a test recipe? use test.py)")
         self.opt = opt
         self.rank0 = dist.rank() == 0
         self.logger = RunLogger(opt, enabled=self.rank0)

@@ -137,7 +137,7 @@ SCHEMA = {
     "path": {"pretrain_model_*": K(str, path="file"), "strict_load": K(bool, True),
              "resume_state": K(str), "experiments_root": K(str), "results_root": K(str)},
     "steps": {"*": STEP},
-    "train": {"niter": K(int, REQUIRED), "warmup_iter": K(int, -1), "mega_batch_factor": K(int, 1),
+    "train": {"niter": K(int, OMIT), "warmup_iter": K(int, -1), "mega_batch_factor": K(int, 1),
               "val_freq": K(int, 1000), "default_lr_scheme": K(str, "MultiStepLR"), "gen_lr_steps": K(list, []),
               "lr_gamma": K(NUM, 0.5), "ema_decay": K(NUM, 0), "max_nan_skips": K(int, 10),
               "compile": K(bool, False),
@@ -341,6 +341,8 @@ def check_consistency(opt: Dict[str, Any]) -> None:
         ds["phase"] = ds.get("phase") or name.split("_")[0]
     if opt.get("scale") is None:
         opt["scale"] = 4
+    if opt["steps"] and "niter" not in opt["train"]:  # a recipe without steps (test.py's) trains nothing
+        raise ConfigError("missing required key `train.niter` (int): how many iterations the `steps` train")
     for name, step in opt["steps"].items():
         for net in _as_list(step["training"]):
             if net not in opt["networks"]:
