@@ -86,7 +86,7 @@ def forward(net: nn.Module, lq: torch.Tensor, temperature: Optional[float],
                      add_gt_noise=False)[0]
     finally:
         hook.remove()
-    return _fill_diverged(sr, masks[-1] | diverged(sr), lq)
+    return _fill_diverged(sr, masks[-1], lq)  # the flow's own output: sr only lost its non-finite values
 
 
 def diverged(x: torch.Tensor) -> torch.Tensor:

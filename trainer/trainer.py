@@ -127,7 +127,7 @@ class Trainer:
         if self.opt["dist"] and any(p.requires_grad for p in net.parameters()):
             # A trainable RRDB inside a flow has outputs (the HR branch) the NLL never reads: DDP must not
             # wait for their gradients. Frozen, it is outside DDP and every flow parameter gets one.
-            find_unused = is_flow(net) and any(p.requires_grad for p in net.RRDB.parameters())
+            find_unused = is_flow(net) and net.train_rrdb
             self.networks[name] = dist.wrap_ddp(net, self.device, find_unused=find_unused)
 
     # ------------------------------------------------------------------------------------ checkpoints

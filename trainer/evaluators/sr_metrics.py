@@ -8,6 +8,7 @@ from data import build_dataloader, build_dataset
 from data.imresize import imresize
 from models import is_flow
 from trainer.injectors import as_list, build_injectors
+from trainer.step import unwrap
 from trainer.evaluators import EVALUATORS
 from utils.metrics import psnr_y, ssim_y
 
@@ -41,7 +42,7 @@ class SRMetrics:
         """Named SR outputs (a list of samples each) for one batch."""
         if not is_flow(net):
             return {"": [self.run_injectors(lq, hq).clamp(0, 1)]}
-        lr_enc = getattr(net, "module", net).rrdb_preprocessing(lq, with_out=True)  # one RRDB pass for all samples
+        lr_enc = unwrap(net).rrdb_preprocessing(lq, with_out=True)  # one RRDB pass for all samples
         out: Dict[str, List[torch.Tensor]] = {"_rrdb": [lr_enc[1].clamp(0, 1)]}
         for t in self.heats:
             runs = [net(lr=lq, z=None, eps_std=t, reverse=True, lr_enc=lr_enc)[0]
