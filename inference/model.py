@@ -51,9 +51,7 @@ def weights_path(opt: Dict[str, Any], name: str, checkpoint: Optional[str] = Non
     """`checkpoint`, else `path.pretrain_model_<name>`, else the newest complete checkpoint of the
     recipe's experiment (its EMA weights when it kept them)."""
     if checkpoint:
-        if not Path(checkpoint).is_file():
-            raise ConfigError(f"checkpoint `{checkpoint}` does not exist")
-        return Path(checkpoint)
+        return Path(checkpoint)  # load_network_weights says what is wrong with it, if anything
     given = opt["path"].get(f"pretrain_model_{name}")
     if given:
         return Path(given)
@@ -72,8 +70,5 @@ def load_generator(opt: Dict[str, Any], checkpoint: Optional[str] = None,
     name = generator_name(opt)
     net = build_network(opt["networks"][name], opt)
     path = weights_path(opt, name, checkpoint)
-    try:
-        load_network_weights(net, load_file(path), strict=opt["path"]["strict_load"])
-    except ConfigError as e:
-        raise ConfigError(f"{path}: {e}") from None
+    load_network_weights(net, path, strict=opt["path"]["strict_load"])  # its errors name the file
     return net.eval().to(device or torch.device("cpu")), path

@@ -1,15 +1,19 @@
 """Reading checkpoints and loading them into networks, with official ESRGAN/SRFlow name conversion."""
 import logging
+import pickletools
 import re
+import warnings
+import zipfile
 from os import PathLike
-from typing import Dict, List, NamedTuple, Tuple, Union
+from pathlib import Path
+from typing import Any, Dict, List, NamedTuple, Tuple, Union
 
 import torch
 from torch import nn
 
 from utils.errors import ConfigError
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("srflow.weights")  # a child of the run's logger: its console and log file
 
 StateDict = Dict[str, torch.Tensor]
 WRAPPER_KEYS = ("params", "params_ema", "state_dict", "model")
@@ -17,6 +21,7 @@ WRAPPER_KEYS = ("params", "params_ema", "state_dict", "model")
 OFFICIAL_NAMES = {"RRDB_trunk": "body", "RDB1": "rdb1", "RDB2": "rdb2", "RDB3": "rdb3",
                   "trunk_conv": "conv_body", "upconv1": "conv_up1", "upconv2": "conv_up2",
                   "upconv3": "conv_up3", "HRconv": "conv_hr"}
+LEGACY_MAGIC = b"\x80\x02\x8a\nl\xfc\x9cF\xf9 j\xa8P\x19."  # pickled magic number of torch's pre-1.6 format
 # The official FlowUpsamplerNet builds a conv `f` that no forward pass uses; DLAS copied it.
 UNUSED_KEY = re.compile(r"^flowUpsamplerNet\.f\.0\.(weight|bias)$")
 
@@ -27,17 +32,73 @@ class LoadResult(NamedTuple):
     mismatched_keys: List[str]  # "name: checkpoint shape vs network shape"
     dropped_keys: List[str]  # unused official keys removed before loading
     converted: bool  # official names were detected and converted
+    loaded: int = 0  # tensors copied into the network
+
+
+def load_weights_file(path: Union[str, PathLike]) -> Any:
+    """torch.load(path, weights_only=True); a file that cannot be read is a one-line ConfigError naming it."""
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"weights `{path}` is a folder; expected a weights file (.pth) in it or elsewhere")
+    if not path.is_file():
+        raise ConfigError(f"weights file `{path}` does not exist")
+    try:
+        with warnings.catch_warnings():  # torch warns about a foreign pickle's protocol before refusing it
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch's message is long and generic: say what the file is instead
+        raise ConfigError(f"weights file `{path}` {_what_is_wrong(path, e)}") from None
+
+
+def _what_is_wrong(path: Path, error: Exception) -> str:
+    with open(path, "rb") as f:
+        head = f.read(64)
+    if not head:
+        return "is empty (an interrupted copy or download?): copy it again"
+    if head.startswith(b"version https://git-lfs"):
+        return "is a Git LFS pointer, not the weights: fetch them with `git lfs pull`"
+    is_pickle, is_zip = head.startswith(b"\x80"), head.startswith(b"PK")  # torch's legacy and zip formats
+    if isinstance(error, EOFError) or "unexpected EOF" in str(error) or (is_zip and not zipfile.is_zipfile(path)) \
+            or (head.startswith(LEGACY_MAGIC) and _legacy_pickles_cut(path)):
+        return "is truncated (an interrupted copy or download?): copy it again"
+    if (is_pickle or is_zip) and "Weights only load failed" in str(error):
+        return ("holds Python objects besides tensors, which are never unpickled here (a whole pickled model or "
+                "a foreign file?): load it where it was made and save its state_dict() instead")
+    if all(32 <= b < 127 or b in b"\t\r\n" for b in head):
+        return "is a text file, not PyTorch weights"
+    return f"is not a PyTorch weights file ({type(error).__name__})"
+
+
+def _legacy_pickles_cut(path: Path) -> bool:
+    """Whether a legacy-format torch file ends inside the pickles it starts with (magic number, protocol,
+    system info, the object, its storage keys), read as opcodes only: nothing is unpickled."""
+    with open(path, "rb") as f:
+        try:
+            for _ in range(5):
+                for _ in pickletools.genops(f):
+                    pass
+        except ValueError:  # "pickle exhausted before seeing STOP" and the like
+            return True
+    return False
 
 
 def read_state_dict(path_or_state_dict: Union[str, PathLike, dict]) -> StateDict:
-    """A bare state dict from a file or dict: unwraps {'params': ...} etc. and strips DDP's 'module.'."""
+    """A bare state dict from a file or dict: unwraps {'params': ...} etc. and strips DDP's 'module.'.
+    Anything else (a list, a training state with its counters) is a ConfigError."""
     sd = path_or_state_dict
+    where = f"weights file `{sd}`" if not isinstance(sd, dict) else "the state dict"
     if not isinstance(sd, dict):
-        sd = torch.load(sd, map_location="cpu", weights_only=True)
+        sd = load_weights_file(sd)
     for key in WRAPPER_KEYS:
-        if isinstance(sd.get(key), dict):
+        if isinstance(sd, dict) and isinstance(sd.get(key), dict):
             sd = sd[key]
             break
+    if not isinstance(sd, dict):
+        raise ConfigError(f"{where} holds a {type(sd).__name__}, not a state dict (tensor names -> tensors)")
+    others = [str(k) for k, v in sd.items() if not torch.is_tensor(v)]
+    if others:
+        raise ConfigError(f"{where} is not a network's weights: {_summary('values that are not tensors', others)}"
+                          f" (a training state? its network weights are the models/<iter>_<network>.pth files)")
     if sd and all(k.startswith("module.") for k in sd):
         sd = {k[len("module."):]: v for k, v in sd.items()}
     return dict(sd)
@@ -62,8 +123,9 @@ def _summary(title: str, keys: List[str], first: int = 5) -> str:
 
 def load_network_weights(net: nn.Module, path_or_state_dict: Union[str, PathLike, dict],
                          strict: bool = True) -> LoadResult:
-    """Load a checkpoint into `net`, converting official names; a strict mismatch is a ConfigError."""
-    where = path_or_state_dict if isinstance(path_or_state_dict, (str, PathLike)) else "state dict"
+    """Load a checkpoint into `net`, converting official names. A strict mismatch is a ConfigError; a non-strict
+    load logs what it loaded, skipped for shape, missed and did not use, and loading nothing is a ConfigError."""
+    where = f"`{path_or_state_dict}`" if isinstance(path_or_state_dict, (str, PathLike)) else "state dict"
     sd = read_state_dict(path_or_state_dict)
     converted = is_official(sd)
     dropped = [k for k in sd if UNUSED_KEY.match(k)]
@@ -79,10 +141,18 @@ def load_network_weights(net: nn.Module, path_or_state_dict: Union[str, PathLike
     unexpected = [k for k in sd if k not in own]
     mismatched = [f"{k}: {tuple(sd[k].shape)} vs {tuple(own[k].shape)}"
                   for k in own if k in sd and sd[k].shape != own[k].shape]
-    if strict and (missing or unexpected or mismatched):
-        parts = [_summary(t, ks) for t, ks in (("missing keys", missing), ("unexpected keys", unexpected),
-                                               ("shape mismatches", mismatched)) if ks]
-        raise ConfigError(f"checkpoint {where} does not fit the network: " + "; ".join(parts))
     loadable = {k: v for k, v in sd.items() if k in own and v.shape == own[k].shape}
+    problems = "; ".join(_summary(t, ks) for t, ks in (("skipped for shape", mismatched), ("missing keys", missing),
+                                                        ("unexpected keys", unexpected)) if ks)
+    if strict and problems:
+        raise ConfigError(f"checkpoint {where} does not fit the network: {problems}")
+    if own and not loadable:  # even a non-strict load must load something
+        raise ConfigError(f"checkpoint {where} fits none of the network's {len(own)} tensors ({problems}): "
+                          f"are these another network's weights?")
     net.load_state_dict(loadable, strict=strict)
-    return LoadResult(missing, unexpected, mismatched, dropped, converted)
+    if not strict:
+        (log.warning if problems else log.info)(
+            f"non-strict load (strict_load: false) of {where}: loaded {len(loadable)} of the network's {len(own)} "
+            f"tensors, skipped for shape {len(mismatched)}, missing {len(missing)}, unexpected {len(unexpected)}"
+            + (f"; {problems}" if problems else ""))
+    return LoadResult(missing, unexpected, mismatched, dropped, converted, len(loadable))

@@ -1,13 +1,15 @@
 """Recipe loading: YAML -> --set overrides -> validation against the schema -> defaults -> resolved paths.
 
 The schema is DLAS's (see README "Recipe keys"). Validation runs before anything heavy starts and reports
-every problem at once, each naming its key path, what was expected, and the closest valid key.
+every problem at once, each naming its key path, what was expected, and the closest valid key. Reading the
+YAML already refuses a key given twice in one mapping and aliases that expand to a huge document.
 """
 import copy
+import math
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
 
 import yaml
 
@@ -17,15 +19,36 @@ OPTIONS_DIR = Path(__file__).resolve().parent.parent / "options"
 BUILTIN_PREFIX = "builtin:"  # data paths served by the project itself (data/photos.py), not the file system
 REQUIRED = object()
 OMIT = object()  # default of a key that stays absent when the recipe leaves it out
+MAX_VALUES = 100_000  # in one YAML text, aliases expanded: far above any recipe, far below an alias bomb
+MAX_DEPTH = 100  # nesting levels, likewise (a recipe has about six)
+MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
-class K:
-    """One recipe key: accepted types, default (REQUIRED if none), and whether it names an existing path."""
+class Key:
+    """One recipe key: accepted types, default (REQUIRED if none), whether it names an existing path, and the
+    values it accepts: a number's bounds (`at_least` <= value, `above` < value, value < `below`), a list's
+    `items` (a Key each item must satisfy), or `check(value, where) -> value`, which raises ConfigError."""
 
-    def __init__(self, types: Union[type, tuple], default: Any = None, path: Optional[str] = None):
+    def __init__(self, types: Union[type, tuple], default: Any = None, path: Optional[str] = None,
+                 at_least: Optional[float] = None, above: Optional[float] = None, below: Optional[float] = None,
+                 items: Optional["Key"] = None, check: Optional[Callable[[Any, str], Any]] = None):
         self.types = types if isinstance(types, tuple) else (types,)
         self.default = default
         self.path = path  # None, 'dir' (folder(s) that must exist), 'file' (file that must exist)
+        self.at_least, self.above, self.below = at_least, above, below
+        self.items = items
+        self.check = check
+
+    def bounds(self) -> str:
+        """' >= 1', ' > 0 and < 1', ...: the bounds as the error message states them."""
+        parts = [f"{op} {_number(v)}" for op, v in ((">=", self.at_least), (">", self.above), ("<", self.below))
+                 if v is not None]
+        return " " + " and ".join(parts) if parts else ""
+
+    def out_of_bounds(self, value: float) -> bool:
+        return ((self.at_least is not None and value < self.at_least)
+                or (self.above is not None and value <= self.above)
+                or (self.below is not None and value >= self.below))
 
 
 class WhenGiven(dict):
@@ -35,121 +58,165 @@ class WhenGiven(dict):
 NUM = (int, float)
 STR_OR_LIST = (str, list)
 ANY = (object,)
+TEXT = Key(str)  # list items: names, paths
+COUNT = Key(int, at_least=0)  # list items: iterations, indices
+FRACTION = dict(at_least=0, below=1)  # decay rates and Adam's betas
+
+
+def check_temperatures(values: Any, where: str) -> List[float]:
+    """The sampling temperatures (a list or one value) as floats; each must be a finite number >= 0.
+    `where` names them in the error: a recipe key (`val.heats`) or a flag (`--temperature`)."""
+    items = values if isinstance(values, (list, tuple)) else [values]
+    if isinstance(values, (list, tuple)) and not values:
+        raise ConfigError(f"`{where}` is empty; expected a list of temperatures >= 0, e.g. [0.0, 0.8]")
+    out = []
+    for i, item in enumerate(items):
+        # A command-line flag is named as typed; a recipe list names the item's index.
+        name = f"{where}[{i}]" if isinstance(values, (list, tuple)) and not where.startswith("-") else where
+        value = _as_float(item) if isinstance(item, str) else item
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                or value < 0:
+            raise ConfigError(f"`{name}` must be a finite number >= 0 (a sampling temperature), got `{item}`")
+        out.append(float(value))
+    return out
+
 
 # A dict is a section with fixed keys; {'*': section} is a mapping whose keys the user names;
 # ('variant', discriminator_key, {value: section}, common_section) picks keys by a discriminating value.
 DATASET_COMMON = {
-    "name": K(str, "dataset"), "mode": K(str, REQUIRED), "phase": K(str),
-    "n_workers": K(int, 0), "batch_size": K(int, 1), "scale": K(int), "force_multiple": K(int, 1),
-    "cache": K(bool, False), "quant": K(int, 255), "data_type": K(str),
+    "name": Key(str, "dataset"), "mode": Key(str, REQUIRED), "phase": Key(str),
+    "n_workers": Key(int, 0, at_least=0), "batch_size": Key(int, 1, at_least=1), "scale": Key(int, at_least=1),
+    "force_multiple": Key(int, 1, at_least=1), "cache": Key(bool, False), "quant": Key(int, 255, at_least=1),
+    "data_type": Key(str),
 }
 CORRUPTION_KEYS = {
-    "num_corrupts_per_image": K(int, 0), "corruption_blur_scale": K(NUM, 1), "fixed_corruptions": K(list, []),
-    "random_corruptions": K(list, []),
+    "num_corrupts_per_image": Key(int, 0, at_least=0), "corruption_blur_scale": Key(NUM, 1, at_least=0),
+    "fixed_corruptions": Key(list, [], items=TEXT), "random_corruptions": Key(list, [], items=TEXT),
 }
 DATASET_MODES = {
     "single_image_extensible": {
-        "paths": K(STR_OR_LIST, REQUIRED, path="dir"), "target_size": K(int, REQUIRED), "eval": K(bool, False),
-        "strict": K(bool, True), "use_flip": K(bool, True), "use_rot": K(bool, True), **CORRUPTION_KEYS,
+        "paths": Key(STR_OR_LIST, REQUIRED, path="dir", items=TEXT), "target_size": Key(int, REQUIRED, at_least=1),
+        "eval": Key(bool, False),
+        "strict": Key(bool, True), "use_flip": Key(bool, True), "use_rot": Key(bool, True), **CORRUPTION_KEYS,
     },
     "fullimage": {
-        "dataroot_GT": K(STR_OR_LIST, path="dir"), "paths": K(STR_OR_LIST, path="dir"),
-        "dataroot_LQ": K(str, path="dir"), **CORRUPTION_KEYS,
+        "dataroot_GT": Key(STR_OR_LIST, path="dir", items=TEXT), "paths": Key(STR_OR_LIST, path="dir", items=TEXT),
+        "dataroot_LQ": Key(str, path="dir"), **CORRUPTION_KEYS,
     },
-    "paired": {"dataroot_GT": K(str, REQUIRED, path="dir"), "dataroot_LQ": K(str, REQUIRED, path="dir"),
-               "target_size": K(int), "eval": K(bool, False), "use_flip": K(bool, True), "use_rot": K(bool, True)},
-    "lq_folder": {"dataroot_LQ": K(STR_OR_LIST, REQUIRED, path="dir")},
+    "paired": {"dataroot_GT": Key(str, REQUIRED, path="dir"), "dataroot_LQ": Key(str, REQUIRED, path="dir"),
+               "target_size": Key(int, at_least=1), "eval": Key(bool, False), "use_flip": Key(bool, True),
+               "use_rot": Key(bool, True)},
+    "lq_folder": {"dataroot_LQ": Key(STR_OR_LIST, REQUIRED, path="dir", items=TEXT)},
+    "imagefolder": {"paths": Key(STR_OR_LIST, REQUIRED, path="dir", items=TEXT), "target_size": Key(int, at_least=1),
+                    **CORRUPTION_KEYS},
 }
 DATASET = ("variant", "mode", DATASET_MODES, DATASET_COMMON)
 
 # The network owns the defaults of its flow options (the official code's, absent key != false), so absent
 # keys stay absent here.
 FLOW = {
-    "patch_size": K(int, OMIT), "K": K((int, list), OMIT), "L": K(int, OMIT), "noInitialInj": K(bool, OMIT),
-    "coupling": K(str, OMIT), "additionalFlowNoAffine": K(int, OMIT), "flow_permutation": K(str, OMIT),
-    "split": WhenGiven({"enable": K(bool, OMIT), "correct_splits": K(bool, OMIT), "type": K(str, OMIT),
-                        "consume_ratio": K(NUM, OMIT), "logs_eps": K(NUM, OMIT)}),
-    "fea_up0": K(bool, OMIT), "fea_up-1": K(bool, OMIT),
-    "stackRRDB": WhenGiven({"blocks": K(list, OMIT), "concat": K(bool, OMIT)}),
-    "gaussian_loss_weight": K(NUM, OMIT), "hidden_channels": K(int, OMIT),
-    "augmentation": WhenGiven({"noiseQuant": K(bool, OMIT)}),
-    "CondAffineSeparatedAndCond": WhenGiven({"eps": K(NUM, OMIT), "multReverse": K(bool, OMIT),
-                                             "hidden_channels": K(int, OMIT)}),
+    # flow.K as a list is per level, index 0 unused (levels 1..L are checked in check_flow)
+    "patch_size": Key(int, OMIT, at_least=1), "K": Key((int, list), OMIT, at_least=1, items=COUNT),
+    "L": Key(int, OMIT, at_least=1), "noInitialInj": Key(bool, OMIT), "coupling": Key(str, OMIT),
+    "additionalFlowNoAffine": Key(int, OMIT, at_least=0), "flow_permutation": Key(str, OMIT),
+    "split": WhenGiven({"enable": Key(bool, OMIT), "correct_splits": Key(bool, OMIT), "type": Key(str, OMIT),
+                        "consume_ratio": Key(NUM, OMIT, above=0, below=1), "logs_eps": Key(NUM, OMIT, at_least=0)}),
+    "fea_up0": Key(bool, OMIT), "fea_up-1": Key(bool, OMIT),
+    "stackRRDB": WhenGiven({"blocks": Key(list, OMIT, items=COUNT), "concat": Key(bool, OMIT)}),
+    "gaussian_loss_weight": Key(NUM, OMIT), "hidden_channels": Key(int, OMIT, at_least=1),
+    "augmentation": WhenGiven({"noiseQuant": Key(bool, OMIT)}),
+    "CondAffineSeparatedAndCond": WhenGiven({"eps": Key(NUM, OMIT, at_least=0), "multReverse": Key(bool, OMIT),
+                                             "hidden_channels": Key(int, OMIT, at_least=1)}),
 }
-NETWORK_COMMON = {"type": K(str, "generator"), "which_model_G": K(str, REQUIRED)}
+RRDB_SHAPE = {"in_nc": Key(int, 3, at_least=1), "out_nc": Key(int, 3, at_least=1), "nf": Key(int, 64, at_least=1),
+              "nb": Key(int, 23, at_least=1), "gc": Key(int, 32, at_least=1), "scale": Key(int, at_least=1)}
+NETWORK_COMMON = {"type": Key(str, "generator"), "which_model_G": Key(str, REQUIRED)}
 NETWORK_MODELS = {
-    "RRDBNet": {"in_nc": K(int, 3), "out_nc": K(int, 3), "nf": K(int, 64), "nb": K(int, 23), "gc": K(int, 32),
-                "scale": K(int), "blocks_per_checkpoint": K(int, 1)},
-    "srflow": {"in_nc": K(int, 3), "out_nc": K(int, 3), "nf": K(int, 64), "nb": K(int, 23), "gc": K(int, 32),
-               "K": K(int, OMIT), "scale": K(int), "initial_stride": K(int, 1), "flow_scale": K(int),
-               "train_RRDB": K(bool, False), "train_RRDB_delay": K(NUM), "pretrain_rrdb": K(str, path="file"),
-               "flow": FLOW},
+    "RRDBNet": {**RRDB_SHAPE, "blocks_per_checkpoint": Key(int, 1, at_least=1)},
+    "srflow": {**RRDB_SHAPE, "K": Key(int, OMIT, at_least=1), "initial_stride": Key(int, 1, at_least=1),
+               "flow_scale": Key(int, at_least=1), "train_RRDB": Key(bool, False),
+               "train_RRDB_delay": Key(NUM, at_least=0), "pretrain_rrdb": Key(str, path="file"), "flow": FLOW},
 }
 NETWORK = ("variant", "which_model_G", NETWORK_MODELS, NETWORK_COMMON)
 
-INJECTOR_COMMON = {"type": K(str, REQUIRED), "in": K(ANY), "out": K(STR_OR_LIST), "every": K(int, 1),
-                   "after": K(int, 0), "before": K(int, -1)}
-INJECTOR_TYPES = {"generator": {"generator": K(str, REQUIRED), "grad": K(bool, True), "method": K(str),
-                                "args": K(dict, {}), "fp16": K(bool, True)}}
-LOSS_COMMON = {"type": K(str, REQUIRED), "weight": K(NUM, 1), "after": K(int, 0), "every": K(int, 1)}
+SCHEDULE = {"every": Key(int, 1, at_least=1), "after": Key(int, 0, at_least=0)}  # injectors, losses and steps
+INJECTOR_COMMON = {"type": Key(str, REQUIRED), "in": Key(ANY), "out": Key(STR_OR_LIST, items=TEXT), **SCHEDULE,
+                   "before": Key(int, -1, at_least=-1)}
+INJECTOR_TYPES = {"generator": {"generator": Key(str, REQUIRED), "grad": Key(bool, True), "method": Key(str),
+                                "args": Key(dict, {}), "fp16": Key(bool, True)}}
+LOSS_COMMON = {"type": Key(str, REQUIRED), "weight": Key(NUM, 1), **SCHEDULE}
 LOSS_TYPES = {
-    "pix": {"criterion": K(str, "l1"), "real": K(str, REQUIRED), "fake": K(str, REQUIRED),
-            "real_scale": K(NUM, 1), "real_offset": K(NUM, 0), "report_metrics": K(bool, False)},
-    "direct": {"key": K(str, REQUIRED), "inverted": K(bool, False), "annealing_termination_step": K(int, 0)},
+    "pix": {"criterion": Key(str, "l1"), "real": Key(str, REQUIRED), "fake": Key(str, REQUIRED),
+            "real_scale": Key(NUM, 1), "real_offset": Key(NUM, 0), "report_metrics": Key(bool, False)},
+    "direct": {"key": Key(str, REQUIRED), "inverted": Key(bool, False),
+               "annealing_termination_step": Key(int, 0, at_least=0)},
 }
 STEP = {
-    "training": K(STR_OR_LIST, REQUIRED),
-    "optimizer": K(str, "adam"),
-    "optimizer_params": {"lr": K(NUM, 1e-4), "weight_decay": K(NUM, 0), "beta1": K(NUM, 0.9),
-                         "beta2": K(NUM, 0.99), "eps": K(NUM, 1e-8)},
+    "training": Key(STR_OR_LIST, REQUIRED, items=TEXT),
+    "optimizer": Key(str, "adam"),
+    "optimizer_params": {"lr": Key(NUM, 1e-4, above=0), "weight_decay": Key(NUM, 0, at_least=0),
+                         "beta1": Key(NUM, 0.9, **FRACTION), "beta2": Key(NUM, 0.99, **FRACTION),
+                         "eps": Key(NUM, 1e-8, above=0), "lr_RRDB": Key(NUM, above=0)},
     "injectors": {"*": ("variant", "type", INJECTOR_TYPES, INJECTOR_COMMON)},
     "losses": {"*": ("variant", "type", LOSS_TYPES, LOSS_COMMON)},
-    "clip_grad_norm": K(NUM),
-    "after": K(int, 0), "every": K(int, 1),
+    "clip_grad_norm": Key(NUM, at_least=0),  # 0 or absent: no clipping
+    **SCHEDULE,
 }
 
-EVALUATOR_COMMON = {"for": K(str, REQUIRED), "type": K(str, REQUIRED), "batch_size": K(int, 1),
-                    "eval_freq": K(int)}
-EVAL_DATASET = {"mode": K(str, "single_image_extensible"), "paths": K(STR_OR_LIST, REQUIRED, path="dir"),
-                "target_size": K(int), "force_multiple": K(int, 1), "scale": K(int), "eval": K(bool, True),
-                "n_workers": K(int, 0), "name": K(str, "eval"), "quant": K(int, 255), "cache": K(bool, False),
-                "strict": K(bool, True), "use_flip": K(bool, False), "use_rot": K(bool, False),
-                "max_images": K(int), **CORRUPTION_KEYS}
+EVALUATOR_COMMON = {"for": Key(str, REQUIRED), "type": Key(str, REQUIRED), "batch_size": Key(int, 1, at_least=1),
+                    "eval_freq": Key(int, at_least=1)}
+EVAL_DATASET = {"mode": Key(str, "imagefolder"),  # DLAS's evaluators always read an ImageFolderDataset
+                "paths": Key(STR_OR_LIST, REQUIRED, path="dir", items=TEXT), "target_size": Key(int, at_least=1),
+                "force_multiple": DATASET_COMMON["force_multiple"], "scale": DATASET_COMMON["scale"],
+                "eval": Key(bool, True), "n_workers": DATASET_COMMON["n_workers"], "name": Key(str, "eval"),
+                "quant": DATASET_COMMON["quant"], "cache": Key(bool, False), "strict": Key(bool, True),
+                "use_flip": Key(bool, False), "use_rot": Key(bool, False), "max_images": Key(int, at_least=1),
+                **CORRUPTION_KEYS}
 EVALUATOR_TYPES = {"flownet_gaussian": {"dataset": EVAL_DATASET}}
 
 SCHEMA = {
-    "name": K(str, REQUIRED),
-    "model": K(str, "extensibletrainer"),
-    "distortion": K(str, "sr"),
-    "scale": K(int),
-    "gpu_ids": K(list, []),
-    "fp16": K(bool, False),
-    "start_step": K(int, -1),
-    "checkpointing_enabled": K(bool, False),
-    "channels_last": K(bool),
-    "use_tb_logger": K(bool, True),
-    "wandb": K(bool, False),
-    "manual_seed": K(int, 0),
-    "is_train": K(bool, True),
-    "dist": K(bool, False),
+    "name": Key(str, REQUIRED),
+    "model": Key(str, "extensibletrainer"),
+    "distortion": Key(str, "sr"),
+    "scale": Key(int),
+    "gpu_ids": Key(list, [], items=COUNT),
+    "fp16": Key(bool, False),
+    "start_step": Key(int, -1, at_least=-1),
+    "checkpointing_enabled": Key(bool, False),
+    "channels_last": Key(bool),
+    "use_tb_logger": Key(bool, True),
+    "wandb": Key(bool, False),
+    "manual_seed": Key(int, 0, at_least=0),
+    "is_train": Key(bool, True),
+    "dist": Key(bool, False),
     "datasets": {"*": DATASET},
     "networks": {"*": NETWORK},
-    "path": {"pretrain_model_*": K(str, path="file"), "strict_load": K(bool, True),
-             "resume_state": K(str), "experiments_root": K(str), "results_root": K(str)},
+    "path": {"pretrain_model_*": Key(str, path="file"), "strict_load": Key(bool, True),
+             "resume_state": Key(str), "experiments_root": Key(str), "results_root": Key(str)},
     "steps": {"*": STEP},
-    "train": {"niter": K(int, OMIT), "warmup_iter": K(int, -1), "mega_batch_factor": K(int, 1),
-              "val_freq": K(int, 1000), "default_lr_scheme": K(str, "MultiStepLR"), "gen_lr_steps": K(list, []),
-              "lr_gamma": K(NUM, 0.5), "ema_decay": K(NUM, 0), "max_nan_skips": K(int, 10),
-              "compile": K(bool, False),
-              "auto_unfreeze": WhenGiven({"metric": K(str, "gaussian_diff"), "patience": K(int, 3),
-                                          "min_delta": K(NUM, 0.0), "network": K(str, "generator"),
-                                          "mode": K(str, "auto")})},
-    "val": {"heats": K(list, [0.0, 0.8]), "samples": K(int, 2), "max_images": K(int)},
-    "test": {"heats": K(list, [0.0]), "tile": K(int, 0), "tile_overlap": K(int, 16), "crop_border": K(int)},
+    "train": {"niter": Key(int, OMIT, at_least=1), "warmup_iter": Key(int, -1, at_least=-1),
+              "mega_batch_factor": Key(int, 1, at_least=1), "val_freq": Key(int, 1000, at_least=1),
+              "default_lr_scheme": Key(str, "MultiStepLR"), "gen_lr_steps": Key(list, [], items=COUNT),
+              "lr_gamma": Key(NUM, 0.5, at_least=0), "ema_decay": Key(NUM, 0, **FRACTION),
+              "max_nan_skips": Key(int, 10, at_least=0),
+              "lr_steps_rel": Key(list, items=Key(NUM, at_least=0)), "lr_RRDB": Key(NUM, above=0),
+              "restarts": Key(list, [], items=COUNT), "restart_weights": Key(list, [], items=Key(NUM, at_least=0)),
+              "T_period": Key(list, items=Key(int, at_least=1)), "eta_min": Key(NUM, 0, at_least=0),
+              "compile": Key(bool, False),
+              "auto_unfreeze": WhenGiven({"metric": Key(str, "gaussian_diff"), "patience": Key(int, 3, at_least=1),
+                                          "min_delta": Key(NUM, 0.0, at_least=0), "network": Key(str, "generator"),
+                                          "mode": Key(str, "auto")})},
+    "val": {"heats": Key(list, [0.0, 0.8], check=check_temperatures), "samples": Key(int, 2, at_least=1),
+            "max_images": Key(int, at_least=1)},
+    # crop_border smaller than each image: checked by test.py (inference/test_runner.py) once it knows the sizes
+    "test": {"heats": Key(list, [0.0], check=check_temperatures), "tile": Key(int, 0, at_least=0),
+             "tile_overlap": Key(int, 16, at_least=0), "crop_border": Key(int, at_least=0),
+             "samples": Key(int, 1, at_least=1)},
     "eval": {"evaluators": {"*": ("variant", "type", EVALUATOR_TYPES, EVALUATOR_COMMON)},
-             "output_state": K(str, "gen")},
-    "logger": {"print_freq": K(int, 100), "save_checkpoint_freq": K(int, 1000), "visuals": K(list, []),
-               "visual_debug_rate": K(int, 100), "keep_checkpoints": K(int, 0)},
+             "output_state": Key(str, "gen")},
+    "logger": {"print_freq": Key(int, 100, at_least=1), "save_checkpoint_freq": Key(int, 1000, at_least=1),
+               "visuals": Key(list, [], items=TEXT), "visual_debug_rate": Key(int, 100, at_least=0),  # 0: none
+               "keep_checkpoints": Key(int, 0, at_least=0)},  # 0: keep all
 }
 
 
@@ -167,10 +234,53 @@ def find_recipe(value: str) -> Path:
                       f"{closest(path.name, known)}")
 
 
+def parse_yaml(text: str, source: str, root: str = "") -> Any:
+    """yaml.safe_load that also refuses a key given twice in one mapping (YAML would keep only the last) and
+    aliases that expand to more than MAX_VALUES values or MAX_DEPTH levels. `source` names the text in the
+    error, and `root` is the key path of the text's top level (for a --set value)."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check_nodes(node, source, root)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _check_nodes(document: yaml.Node, source: str, root: str) -> None:
+    """Walk the document as construction would, aliases expanded, counting the values it would make."""
+    stack, count = [(document, root, 0)], 0
+    while stack:
+        node, where, depth = stack.pop()
+        count += 1
+        if count > MAX_VALUES or depth > MAX_DEPTH:
+            raise ConfigError(f"{source} holds more than {MAX_VALUES} values or {MAX_DEPTH} levels once its aliases "
+                              f"(`*name`) are expanded (a recipe has a few hundred values, a few levels deep); "
+                              f"is an alias nested in itself or repeated many times?")
+        if isinstance(node, yaml.SequenceNode):
+            stack.extend((item, f"{where}[{i}]", depth + 1) for i, item in enumerate(node.value))
+        elif isinstance(node, yaml.MappingNode):
+            first_line: Dict[str, int] = {}
+            for key, value in node.value:
+                if key.tag == MERGE_TAG:  # `<<: *base`: keys given here override the merged ones
+                    stack.append((value, where, depth + 1))
+                    continue
+                name = key.value if isinstance(key, yaml.ScalarNode) else None
+                line = key.start_mark.line + 1
+                if name is not None and name in first_line:
+                    raise ConfigError(f"{source}, line {line}: key `{_join(where, name)}` is given twice (first "
+                                      f"at line {first_line[name]}); YAML would silently keep only the last: "
+                                      f"merge them into one")
+                first_line.setdefault(name, line)
+                stack.append((value, _join(where, name), depth + 1))
+
+
 def load_yaml(path: Path) -> Dict[str, Any]:
     try:
         with open(path) as f:
-            opt = yaml.safe_load(f)
+            opt = parse_yaml(f.read(), str(path))
     except yaml.YAMLError as e:
         raise ConfigError(f"{path} is not valid YAML: {e}") from None
     if not isinstance(opt, dict):
@@ -185,7 +295,7 @@ def apply_override(opt: Dict[str, Any], assignment: str) -> None:
     dotted, raw = assignment.split("=", 1)
     keys = dotted.strip().split(".")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = parse_yaml(raw, "--set", root=dotted) if raw.strip() else None
     except yaml.YAMLError as e:
         raise ConfigError(f"--set {dotted}: cannot parse `{raw}`: {e}") from None
     node = opt
@@ -225,7 +335,7 @@ class _Validator:
         for key, spec in schema.items():
             if key in out or key.endswith("*"):
                 continue
-            if isinstance(spec, K):
+            if isinstance(spec, Key):
                 if spec.default is REQUIRED:
                     self.errors.append(f"missing required key `{_join(where, key)}` ({_types(spec)})")
                 elif spec.default is not OMIT:
@@ -255,7 +365,29 @@ class _Validator:
             node = _as_float(node)  # YAML 1.1 reads `2e-4` (no dot) as a string
         if ANY != spec.types and not _has_type(node, spec.types):
             self.errors.append(f"`{where}` must be {_types(spec)}, got {_show(node)}")
+            return node
+        if spec.check is not None:
+            try:
+                return spec.check(node, where)
+            except ConfigError as e:
+                self.errors.append(str(e))
+                return node
+        if isinstance(node, list) and spec.items is not None:
+            return self.items(node, spec.items, where)
+        if isinstance(node, float) and not math.isfinite(node):
+            self.errors.append(f"`{where}` must be a finite number{spec.bounds()}, got `{node}`")
+        elif isinstance(node, (int, float)) and not isinstance(node, bool) and spec.out_of_bounds(node):
+            self.errors.append(f"`{where}` must be {_types(spec)}, got `{node}`")
         return node
+
+
+    def items(self, node: list, spec: Key, where: str) -> list:
+        out = []
+        for i, item in enumerate(node):
+            if item is None:  # a value() of None would mean "absent: use the default"
+                self.errors.append(f"`{where}[{i}]` must be {_types(spec)}, got nothing (null)")
+            out.append(self.value(item, spec, f"{where}[{i}]"))
+        return out
 
 
 def _as_float(text: str) -> Any:
@@ -273,11 +405,16 @@ def _has_type(value: Any, types: tuple) -> bool:
     return isinstance(value, types)
 
 
-def _types(spec: K) -> str:
+def _types(spec: Key) -> str:
+    """'an integer >= 1 or a list': the accepted types, the bounds after the numeric one."""
     names = {int: "an integer", float: "a number", bool: "true or false", str: "a string", list: "a list",
              dict: "a section"}
     types = [t for t in spec.types if not (t is int and float in spec.types)]
-    return " or ".join(names.get(t, t.__name__) for t in types)
+    return " or ".join(names.get(t, t.__name__) + (spec.bounds() if t in NUM else "") for t in types)
+
+
+def _number(value: float) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
 def _show(value: Any) -> str:
@@ -298,7 +435,7 @@ def _check_paths(opt: Dict[str, Any], schema: Dict[str, Any], where: str, errors
             spec = {**spec[3], **spec[2].get(value.get(spec[1]), {})}
         if isinstance(spec, dict) and isinstance(value, dict):
             _check_paths(value, spec if "*" not in spec else {k: spec["*"] for k in value}, _join(where, key), errors)
-        elif isinstance(spec, K) and spec.path and value is not None:
+        elif isinstance(spec, Key) and spec.path and value is not None:
             opt[key] = _resolve(value, spec.path, _join(where, key), errors)
 
 
@@ -308,12 +445,22 @@ def _resolve(value: Any, kind: str, where: str, errors: List[str]) -> Any:
     if not isinstance(value, str) or value.startswith(BUILTIN_PREFIX):
         return value
     path = Path(os.path.expanduser(value))
-    ok = path.is_dir() if kind == "dir" else path.is_file()
-    if not ok:
-        what = "folder" if kind == "dir" else "file"
+    what = "folder" if kind == "dir" else "file"
+    if path.exists() and path.is_dir() != (kind == "dir"):
+        errors.append(f"`{where}`: `{value}` is a {'file' if kind == 'dir' else 'folder'}; expected a {what}")
+    elif not path.exists():
         errors.append(f"`{where}`: {what} `{value}` does not exist (resolved to {path.resolve()}); "
                       f"edit the recipe line marked `# <--` or pass --set {where}=PATH")
     return str(path)
+
+
+def _check_output_folder(path: Path, key: str) -> None:
+    """An output folder may not exist yet, but neither it nor the nearest existing path above it may be a file."""
+    existing = next((p for p in (path, *path.parents) if p.exists()), None)  # a relative path ends at `.`
+    if existing is not None and not existing.is_dir():
+        above = "" if existing == path else f" (on the way to `{path}`)"
+        raise ConfigError(f"`{key}`: `{existing}`{above} is a file; expected a folder: move the file away, or "
+                          f"pass --set {key}=FOLDER")
 
 
 def check_consistency(opt: Dict[str, Any]) -> None:
@@ -369,6 +516,56 @@ def check_consistency(opt: Dict[str, Any]) -> None:
             dataset["scale"] = opt["scale"]
 
 
+def flow_hr_multiple(levels: int, scale: int) -> int:
+    """What the HR sides of an SRFlow with `levels` levels at `scale` must be multiples of: its flow halves them
+    `levels` times, and the LR sides (HR / scale) must be whole."""
+    return math.lcm(2 ** levels, scale)
+
+
+def check_flows(opt: Dict[str, Any]) -> None:
+    """SRFlow networks: coupling steps on every level, an HR/LR ratio equal to the scale, and HR sizes (crops,
+    patch_size) that their levels can halve. Runs after check_consistency (which settles the scales)."""
+    flows = [_check_flow(f"networks.{name}", net, opt["scale"]) for name, net in opt["networks"].items()]
+    flows = [found for found in flows if found is not None]
+    multiple = math.lcm(1, *(need for need, _ in flows))
+    crops = [(f"datasets.{name}", ds) for name, ds in opt["datasets"].items()]
+    crops += [(f"eval.evaluators.{name}.dataset", ev["dataset"]) for name, ev in opt["eval"]["evaluators"].items()
+              if isinstance(ev.get("dataset"), dict)]
+    for where, ds in crops:
+        lr_side = ds.get("scale", opt["scale"]) * ds.get("force_multiple", 1)
+        why = "; ".join([f"scale * force_multiple = {lr_side}"] + [reason for _, reason in flows])
+        _check_multiple(ds.get("target_size"), math.lcm(multiple, lr_side), f"{where}.target_size", why)
+
+
+def _check_flow(where: str, net: Dict[str, Any], default_scale: int) -> Optional[Tuple[int, str]]:
+    """(what its HR sides must be multiples of, why) for an SRFlow network section, else None."""
+    flow = net.get("flow")
+    if net.get("which_model_G") != "srflow" or not isinstance(flow, dict) or flow.get("L") is None:
+        return None  # not an SRFlow, or one that build_network refuses with its own message
+    levels, steps = flow["L"], flow.get("K")
+    for level in range(1, min(levels + 1, len(steps))) if isinstance(steps, list) else ():
+        if steps[level] < 1:
+            raise ConfigError(f"`{where}.flow.K[{level}]` must be >= 1 (the coupling steps of flow level {level}; "
+                              f"index 0 is unused), got {steps[level]}")
+    scale = net.get("scale") or default_scale
+    flow_scale, stride = net.get("flow_scale") or scale, net.get("initial_stride", 1)
+    if flow_scale != scale * stride:
+        raise ConfigError(f"`{where}.flow_scale` / `{where}.initial_stride` ({flow_scale} / {stride}) is the "
+                          f"network's HR/LR ratio and must equal the scale {scale}")
+    need = flow_hr_multiple(levels, scale)
+    reason = f"SRFlow `{where}` with flow.L {levels} at scale {scale} needs HR sides divisible by 2**{levels} " \
+             f"and {scale}"
+    _check_multiple(flow.get("patch_size"), need, f"{where}.flow.patch_size", reason)
+    return need, reason
+
+
+def _check_multiple(value: Optional[int], multiple: int, where: str, reason: str) -> None:
+    if value is not None and value % multiple:
+        lower, upper = value - value % multiple, value - value % multiple + multiple
+        hint = f"{lower} or {upper}" if lower else str(upper)
+        raise ConfigError(f"`{where}` is {value}; it must be a multiple of {multiple} ({reason}): e.g. {hint}")
+
+
 def _as_list(value: Any) -> list:
     return value if isinstance(value, list) else [value]
 
@@ -394,6 +591,7 @@ def parse_options(path_or_dict: Union[str, Path, Dict[str, Any]], overrides: Ite
         if errors:
             raise ConfigError(_report(source, errors))
     check_consistency(opt)
+    check_flows(opt)
     paths = opt["path"]
     root = Path(paths.get("experiments_root") or Path("experiments") / opt["name"])
     paths["experiments_root"] = str(root)
@@ -402,12 +600,16 @@ def parse_options(path_or_dict: Union[str, Path, Dict[str, Any]], overrides: Ite
     paths["log"] = str(root / "log")
     paths["visual_dbg"] = str(root / "visual_dbg")
     paths["results_root"] = paths.get("results_root") or str(Path("results") / opt["name"])
+    for key in ("experiments_root", "models", "training_state", "log", "visual_dbg"):  # what a run writes
+        _check_output_folder(Path(paths[key]), "path.experiments_root")
+    _check_output_folder(Path(paths["results_root"]), "path.results_root")
     opt["recipe_path"] = str(source) if source else None
     return opt
 
 
 def _report(source: Optional[Path], errors: List[str]) -> str:
+    """Every problem found, on one line (the entry points print one line per mistake made)."""
     head = f"{source}: " if source else ""
     if len(errors) == 1:
         return head + errors[0]
-    return head + f"{len(errors)} problems in the recipe:\n" + "\n".join(f"  - {e}" for e in errors)
+    return head + f"{len(errors)} problems in the recipe: " + "; ".join(f"({i}) {e}" for i, e in enumerate(errors, 1))
