@@ -1,4 +1,8 @@
-"""Train from a recipe: python train.py -opt RECIPE [--set key=value ...] [--resume auto|PATH]"""
+"""Train from a recipe: python train.py -opt RECIPE [--set key=value ...] [--resume auto|PATH | --fresh]
+
+A run owns experiments/<name>/: an earlier run there is continued (--resume auto), moved aside (--fresh), or
+left alone (without either, starting is refused). SIGINT, SIGTERM and SIGHUP save a checkpoint and stop.
+"""
 import argparse
 import sys
 
@@ -6,11 +10,13 @@ from utils.cli import run_cli
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-opt", "--opt", required=True, help="recipe path, or a file name under options/")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a recipe key, e.g. --set train.niter=200 (repeatable)")
     parser.add_argument("--resume", help="`auto` (newest checkpoint of this run) or a training_state file")
+    parser.add_argument("--fresh", action="store_true",
+                        help="start afresh: move an earlier run's experiment folder aside to <name>_archived_<time>")
     parser.add_argument("--launcher", choices=["none", "pytorch"], default="none",
                         help="`pytorch` under torchrun for distributed training")
     args = parser.parse_args(argv)
@@ -26,7 +32,7 @@ def main(argv=None) -> int:
         from trainer.trainer import Trainer
         success = False
         try:
-            Trainer(opt, resume=args.resume).fit()
+            Trainer(opt, resume=args.resume, fresh=args.fresh).fit()
             success = True
         finally:
             dist.shutdown(success)

@@ -58,10 +58,11 @@ def test_two_processes_match_one_process_on_the_global_batch_and_resume(image_di
 
 @pytest.mark.skipif(TORCHRUN is None, reason="torchrun not installed")
 def test_two_processes_train_srflow_frozen_then_joint(image_dirs, tmp_path):
-    """Stage 2 with the RRDB frozen, unfrozen half way (DDP re-wrapped): still the single-process weights."""
+    """Stage 2 with the RRDB frozen, unfrozen after the first iteration (DDP re-wrapped): still the
+    single-process weights."""
     def recipe(root, batch):
         r = tiny_srflow_recipe(image_dirs, tmp_path / root, niter=4, val_freq=100)
-        r["networks"]["generator"]["train_RRDB_delay"] = 0.5
+        r["networks"]["generator"]["train_RRDB_delay"] = 0.25  # frozen for int(0.25 * 4) = 1 iteration
         r["networks"]["generator"]["flow"]["augmentation"] = {"noiseQuant": False}  # no per-process noise draws
         # Adam's first steps move a weight by about lr whatever the size of its gradient: near-zero
         # gradients would turn float round-off into differences of lr. A larger eps damps those.
@@ -80,3 +81,32 @@ def test_two_processes_train_srflow_frozen_then_joint(image_dirs, tmp_path):
     assert not torch.equal(ddp["RRDB.conv_first.weight"], initial["RRDB.conv_first.weight"])  # it trained
     for key, value in single.networks["generator"].state_dict().items():
         torch.testing.assert_close(ddp[key], value, rtol=1e-4, atol=1e-5, msg=key)
+
+
+@pytest.mark.skipif(TORCHRUN is None, reason="torchrun not installed")
+def test_sigterm_under_torchrun_saves_once_for_all_processes(image_dirs, tmp_path):
+    import signal
+    import time
+    recipe = tiny_rrdb_recipe(image_dirs, tmp_path / "run", niter=100000, val_freq=100000)
+    recipe["datasets"]["train"]["batch_size"] = 2
+    recipe["logger"].update(save_checkpoint_freq=100000, print_freq=1)
+    path = tmp_path / "ddp.yml"
+    path.write_text(yaml.safe_dump(recipe))
+    run = subprocess.Popen([TORCHRUN, "--standalone", "--nproc_per_node=2", str(ROOT / "train.py"), "-opt", str(path),
+                            "--launcher", "pytorch"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.time() + 120
+    while "iter " not in "".join(p.read_text() for p in (tmp_path / "run" / "log").glob("*.log")):
+        assert run.poll() is None and time.time() < deadline, run.communicate()
+        time.sleep(0.1)
+    run.send_signal(signal.SIGTERM)  # torchrun passes it on to every process
+    _, err = run.communicate(timeout=120)
+    assert run.returncode != 0
+    assert "stopped: SIGTERM at iteration" in err
+    states = list((tmp_path / "run" / "training_state").glob("*.state"))
+    assert len(states) == 1  # the processes agreed on one iteration
+    stopped_at = int(states[0].stem)
+    recipe["train"]["niter"] = stopped_at + 1
+    resumed = Trainer(parse_options(recipe), resume="auto")
+    assert resumed.it == stopped_at
+    resumed.fit()

@@ -38,26 +38,57 @@ def atomic_save(obj: Any, path: Path) -> None:
 
 
 def load_file(path: Path) -> Any:
+    """torch.load with weights_only; a missing, truncated or foreign file is a one-line ConfigError."""
+    if Path(path).is_dir():
+        raise ConfigError(f"checkpoint `{path}` is a folder, not a file")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise ConfigError(f"checkpoint file `{path}` does not exist") from None
-    except Exception as e:  # a truncated or foreign file: say which one
-        raise ConfigError(f"cannot read checkpoint `{path}`: {e}") from None
+    except Exception as e:  # a truncated or foreign file: say which one, in one line
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise ConfigError(f"cannot read checkpoint `{path}` (truncated, or not a PyTorch checkpoint): {first}") from None
 
 
 def save_checkpoint(exp: Dict[str, str], it: int, networks: Dict[str, Dict[str, torch.Tensor]],
-                    state: Dict[str, Any], keep: int = 0) -> Path:
-    model_files = {}
-    for name, weights in networks.items():
-        model_files[name] = f"{it}_{name}.pth"
-        atomic_save(weights, Path(exp["models"]) / model_files[name])
-    state = {**state, "iter": it, "model_files": model_files}
+                    state: Dict[str, Any], lineage: List[Dict[str, Any]], keep: int = 0) -> Path:
+    """Write checkpoint `it` (weights first, the state file last) and record it in `lineage`, the run's own
+    checkpoints, which is saved inside the state. With `keep` > 0, the run's older checkpoints beyond the
+    newest `keep` are deleted; files the run did not write are never touched.
+
+    If a write fails (a full or read-only disk), the files of this incomplete checkpoint are removed and
+    the OSError is raised: the earlier checkpoints stay as they were.
+    """
+    written: List[Path] = []
+    model_files = {name: f"{it}_{name}.pth" for name in networks}
     path = Path(exp["training_state"]) / f"{it}.state"
-    atomic_save(state, path)
+    entry = {"iter": it, "files": [str(Path("models") / f) for f in model_files.values()]
+             + [str(Path("training_state") / path.name)]}
+    history = [e for e in lineage if e["iter"] != it] + [entry]
+    try:
+        for name, weights in networks.items():
+            written.append(Path(exp["models"]) / model_files[name])
+            atomic_save(weights, written[-1])
+        written.append(path)
+        atomic_save({**state, "iter": it, "model_files": model_files, "lineage": history}, path)
+    except OSError:
+        for f in written:
+            f.unlink(missing_ok=True)
+        raise
+    lineage[:] = history
     if keep > 0:
-        prune(exp, keep)
+        prune(Path(exp["experiments_root"]), lineage, keep)
     return path
+
+
+def prune(root: Path, lineage: List[Dict[str, Any]], keep: int) -> None:
+    """Delete the files of the run's own checkpoints beyond the newest `keep` (state file first, so that an
+    interrupted prune never leaves a state whose weights are gone)."""
+    ordered = sorted(lineage, key=lambda e: e["iter"])
+    for entry in ordered[:-keep]:
+        for rel in sorted(entry["files"], key=lambda f: not f.endswith(".state")):
+            (root / rel).unlink(missing_ok=True)
+        lineage.remove(entry)
 
 
 def complete_states(training_state_dir: Path) -> List[Path]:
@@ -77,17 +108,49 @@ def find_resume_state(training_state_dir: Path) -> Optional[Path]:
         except ConfigError:
             continue
         models = Path(training_state_dir).parent / "models"
-        if all((models / f).is_file() for f in state.get("model_files", {}).values()):
+        if isinstance(state, dict) and all((models / f).is_file() for f in state.get("model_files", {}).values()):
             return path
     return None
 
 
-def prune(exp: Dict[str, str], keep: int) -> None:
-    """Delete all but the newest `keep` checkpoints."""
-    for path in complete_states(Path(exp["training_state"]))[keep:]:
-        for f in Path(exp["models"]).glob(f"{path.stem}_*.pth"):
-            f.unlink(missing_ok=True)
-        path.unlink(missing_ok=True)
+def load_training_state(path: Path) -> Dict[str, Any]:
+    """A training state that `--resume` can continue from, with its weight files present."""
+    if path.suffix == ".pth":
+        raise ConfigError(f"`{path}` is a weights file; --resume takes a training state "
+                          "(training_state/<iter>.state of the run) or `auto`. To start from these weights, "
+                          "use --set path.pretrain_model_<network>=FILE")
+    state = load_file(path)
+    if not isinstance(state, dict) or not {"iter", "model_files", "steps"} <= set(state):
+        raise ConfigError(f"`{path}` is not a training state (training_state/<iter>.state of a run)")
+    models = path.parent.parent / "models"
+    for name, file in state["model_files"].items():
+        if not (models / file).is_file():
+            raise ConfigError(f"training state `{path}` needs the weights of `{name}` at {models / file}, which "
+                              "is missing; resume from another state (or --resume auto: the newest complete one)")
+    return state
+
+
+def files_newer_than(root: Path, it: int) -> List[Path]:
+    """Checkpoint files in `root` (models/, training_state/) of iterations after `it`."""
+    found = []
+    for folder, pattern in (("models", r"(\d+)_.+\.pth"), ("training_state", r"(\d+)\.state")):
+        for p in (root / folder).glob("*"):
+            m = re.fullmatch(pattern, p.name)
+            if m and int(m.group(1)) > it:
+                found.append(p)
+    return sorted(found)
+
+
+def first_nonfinite(obj: Any, where: str = "") -> Optional[str]:
+    """The key path of the first floating-point tensor in `obj` (nested dicts/lists) holding inf or NaN."""
+    if torch.is_tensor(obj):
+        return where if obj.is_floating_point() and not bool(torch.isfinite(obj).all()) else None
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, (list, tuple)) else ()
+    for key, value in items:
+        found = first_nonfinite(value, f"{where}.{key}" if where else str(key))
+        if found:
+            return found
+    return None
 
 
 def rng_state() -> Dict[str, Any]:

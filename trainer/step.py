@@ -16,6 +16,11 @@ def unwrap(net: nn.Module) -> nn.Module:
     return net.module if hasattr(net, "module") else net
 
 
+def _in_rrdb(param_name: str) -> bool:
+    """Whether a `<network>.<parameter>` name belongs to SRFlow's RRDB (the official code's rule)."""
+    return ".RRDB." in param_name
+
+
 def split_batch(state: Dict[str, Any], parts: int) -> List[Dict[str, Any]]:
     """Split every batched tensor of `state` into `parts` chunks for gradient accumulation."""
     if parts <= 1:
@@ -65,31 +70,51 @@ class Step:
                     yield f"{net_name}.{pname}", p
 
     def add_trainable_parameters(self) -> int:
-        """Put parameters that became trainable (e.g. an unfrozen RRDB) into a new optimizer group,
-        keeping the state of the ones already there. Returns how many tensors were added."""
+        """Put parameters that became trainable (e.g. an unfrozen RRDB) into new optimizer groups, keeping
+        the state of the ones already there. SRFlow's RRDB gets a group of its own (its lr is `lr_RRDB`).
+        Returns how many tensors were added."""
         known = {n for group in self.param_names for n in group}
         new = [(n, p) for n, p in self.named_parameters(trainable_only=True) if n not in known]
-        if new:
-            self._add_group([n for n, _ in new], [p for _, p in new])
+        for in_rrdb in (False, True):
+            part = [(n, p) for n, p in new if _in_rrdb(n) == in_rrdb]
+            if part:
+                self._add_group([n for n, _ in part], [p for _, p in part])
         return len(new)
 
+    def base_lr(self, names: List[str]) -> float:
+        """The recipe's learning rate for a group: `lr_RRDB` for SRFlow's RRDB (official SRFlow's option;
+        in the step's optimizer_params or under `train`), `lr` for everything else."""
+        o, train = self.opt["optimizer_params"], self.env["opt"]["train"]
+        if names and all(_in_rrdb(n) for n in names):
+            for value in (o.get("lr_RRDB"), train.get("lr_RRDB")):
+                if value is not None:
+                    return value
+        return o["lr"]
+
     def _add_group(self, names: List[str], params: List[nn.Parameter]) -> None:
-        o = self.opt["optimizer_params"]
-        group = {"params": params, "initial_lr": o["lr"], "lr": o["lr"]}
+        group = {"params": params, "initial_lr": self.base_lr(names), "lr": self.base_lr(names)}
         if self.optimizer is None:
-            if self.opt.get("optimizer", "adam").lower() not in ("adam", "adamw"):
+            kind = self.opt["optimizer"].lower()
+            if kind not in ("adam", "adamw"):
                 raise ConfigError(f"steps.{self.name}.optimizer: `{self.opt['optimizer']}` is not supported; "
                                   "known: adam, adamw")
-            cls = torch.optim.AdamW if self.opt["optimizer"].lower() == "adamw" else torch.optim.Adam
-            self.optimizer = cls([group], lr=o["lr"], betas=(o["beta1"], o["beta2"]), eps=o["eps"],
-                                 weight_decay=o["weight_decay"])
+            self.optimizer = (torch.optim.AdamW if kind == "adamw" else torch.optim.Adam)([group])
         else:
             self.optimizer.add_param_group(group)
         self.param_names.append(names)
+        self.apply_hyperparameters()
 
-    def set_lr(self, factor: float) -> None:
+    def apply_hyperparameters(self) -> None:
+        """The recipe's optimizer settings on every group. Loading a saved optimizer brings back the
+        settings it was saved with; this makes a recipe changed on resume take effect."""
+        o = self.opt["optimizer_params"]
+        for group, names in zip(self.optimizer.param_groups, self.param_names):
+            group.update(initial_lr=self.base_lr(names), betas=(o["beta1"], o["beta2"]), eps=o["eps"],
+                         weight_decay=o["weight_decay"])
+
+    def set_lr(self, schedule: Callable[[int, float], float], it: int) -> None:
         for group in self.optimizer.param_groups:
-            group["lr"] = group["initial_lr"] * factor
+            group["lr"] = schedule(it, group["initial_lr"])
 
     def state_dict(self) -> Dict[str, Any]:
         return {"optimizer": self.optimizer.state_dict(), "param_names": self.param_names}
@@ -105,6 +130,7 @@ class Step:
         for names in saved["param_names"]:
             self._add_group(names, [by_name[n] for n in names])
         self.optimizer.load_state_dict(saved["optimizer"])
+        self.apply_hyperparameters()
         self.add_trainable_parameters()
 
     def run(self, state: Dict[str, Any], it: int, parts: int, autocast: Callable[[], Any],

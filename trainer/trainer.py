@@ -11,15 +11,16 @@ from tqdm import tqdm
 
 from data import build_dataloader, build_dataset
 from models import build_network, is_flow, load_network_weights
-from trainer import checkpoint
+from trainer import checkpoint, recipe_changes, run_folder
 from trainer.ema import EMA
 from trainer.injectors import active
 from trainer.evaluators import build_evaluators
 from trainer.logger import RunLogger
-from trainer.schedulers import build_lr_factor
+from trainer.schedulers import build_lr_schedule
 from trainer.step import Step, unwrap
+from trainer.stop_signals import StopSignals
 from utils import dist
-from utils.errors import ConfigError, TrainingStopped
+from utils.errors import ConfigError, TrainingInterrupted, TrainingStopped
 
 
 def pick_device(opt: Dict[str, Any]) -> torch.device:
@@ -35,24 +36,48 @@ def grad_scaler() -> Any:
 
 
 class Trainer:
-    def __init__(self, opt: Dict[str, Any], resume: Optional[str] = None):
+    """Builds a run from a parsed recipe; `fit()` trains it. The run owns its experiment folder (see
+    trainer/run_folder.py): `fresh` moves an earlier run's folder aside instead of refusing to start."""
+
+    def __init__(self, opt: Dict[str, Any], resume: Optional[str] = None, fresh: bool = False):
         if not opt["steps"]:
             raise ConfigError("the recipe has no `steps`: nothing to train (a test recipe? use test.py)")
+        if fresh and resume:
+            raise ConfigError("--fresh (start afresh) and --resume (continue) exclude each other; choose one")
         self.opt = opt
         self.rank0 = dist.rank() == 0
-        self.logger = RunLogger(opt, enabled=self.rank0)
-        self.log = self.logger.log
+        self.root = Path(opt["path"]["experiments_root"])
+        self.lock = run_folder.FolderLock(self.root).acquire() if self.rank0 else None
+        try:
+            self.logger = RunLogger(opt, enabled=self.rank0)
+            self.log = self.logger.log
+            self._build(resume, fresh)
+        except BaseException:
+            self.close()
+            raise
+        self.logger.open_files()
+
+    def _build(self, resume: Optional[str], fresh: bool) -> None:
+        opt = self.opt
+        self.lr_schedule = build_lr_schedule(opt["train"])
         self.device = pick_device(opt)
         if opt["gpu_ids"] and self.device.type == "cpu":
             self.log.warning(f"gpu_ids {opt['gpu_ids']} asks for CUDA, which is not available: training on the CPU")
         torch.manual_seed(opt["manual_seed"] + dist.rank())
         self.resume_path = self._resume_path(resume)
+        resume_state = checkpoint.load_training_state(self.resume_path) if self.resume_path else None
+        if resume_state is not None:
+            recipe_changes.review(resume_state.get("opt"), opt)  # a changed network stops here, before building
+        elif self.lock:
+            archived = run_folder.make_room(self.lock, fresh)
+            if archived:
+                self.log.info(f"--fresh: the earlier run in {self.root} was moved to {archived}")
 
         self.networks: Dict[str, nn.Module] = {}
         for name, opt_net in opt["networks"].items():
             net = build_network(opt_net, opt).to(self.device)
             weights = opt["path"].get(f"pretrain_model_{name}")
-            if weights and not self.resume_path:
+            if weights and resume_state is None:
                 load_network_weights(net, weights, strict=opt["path"]["strict_load"])
                 self.log.info(f"loaded {name} weights from {weights}")
             self.networks[name] = net
@@ -62,7 +87,6 @@ class Trainer:
                      if opt["train"]["ema_decay"] > 0}
         self.env = {"opt": opt, "networks": self.networks, "device": self.device, "step": 0}
         self.steps = [Step(name, o, self.env) for name, o in opt["steps"].items()]
-        self.lr_factor = build_lr_factor(opt["train"])
 
         self.amp_dtype = self._amp_dtype()
         self.scaler = grad_scaler() if self.amp_dtype == torch.float16 else None
@@ -73,15 +97,25 @@ class Trainer:
         self.train_set = build_dataset(train_opt, opt, "train")
         self.train_loader = build_dataloader(self.train_set, train_opt, "train", opt["manual_seed"])
         self.evaluators = build_evaluators(opt, self.env)
-        self.it, self.epoch, self.batch_in_epoch, self.nan_skips = 0, 0, 0, 0
+        self.it, self.epoch, self.sample_in_epoch, self.nan_skips = 0, 0, 0, 0
+        self.first_nonfinite: Optional[int] = None  # iteration of the current run of non-finite losses
+        self.lineage: List[Dict[str, Any]] = []  # this run's checkpoints: the only ones it may prune
+        self.saved_at: Optional[int] = None
         self.metrics_history: List[Dict[str, Any]] = []
         self.plateau: Dict[str, Any] = {"best": None, "stale": 0}  # auto_unfreeze's memory
-        if self.resume_path:
-            self._load_training_state(self.resume_path)
+        if resume_state is not None:
+            self._load_training_state(self.resume_path, resume_state)
         else:
             self.it = max(opt["start_step"], 0)
         for name in self.networks:
             self._wrap(name)
+
+    def close(self) -> None:
+        """Release the experiment folder and the log files (fit() does this when it ends)."""
+        if hasattr(self, "logger"):
+            self.logger.close()
+        if self.lock:
+            self.lock.release()
 
     # ----------------------------------------------------------------------------------------- setup
     def _compile(self) -> None:
@@ -104,9 +138,13 @@ class Trainer:
             if found is None:
                 self.log.info(f"--resume auto: no checkpoint in {self.opt['path']['training_state']}; starting fresh")
             return found
-        if not Path(value).is_file():
+        path = Path(value)
+        if path.is_dir():
+            raise ConfigError(f"resume state `{value}` is a folder; --resume takes a training_state/<iter>.state "
+                              "file or `auto`")
+        if not path.is_file():
             raise ConfigError(f"resume state `{value}` does not exist")
-        return Path(value)
+        return path
 
     def _amp_dtype(self) -> Optional[torch.dtype]:
         if not self.opt["fp16"]:
@@ -131,8 +169,7 @@ class Trainer:
             self.networks[name] = dist.wrap_ddp(net, self.device, find_unused=find_unused)
 
     # ------------------------------------------------------------------------------------ checkpoints
-    def _load_training_state(self, path: Path) -> None:
-        state = checkpoint.load_file(path)
+    def _load_training_state(self, path: Path, state: Dict[str, Any]) -> None:
         models = path.parent.parent / "models"
         for name, net in self.networks.items():
             file = state["model_files"].get(name)
@@ -144,6 +181,7 @@ class Trainer:
                 ema.load_state_dict(state["ema"][name])
         self.env["step"] = self.it = state["iter"]
         for name in state.get("unfrozen", []):
+            self._check_may_stay_unfrozen(name)
             self.unfreeze(name, "", announce=False)
         self._apply_unfreeze_schedule(announce=False)
         for step in self.steps:
@@ -151,26 +189,48 @@ class Trainer:
                 step.load_state_dict(state["steps"][step.name])
         if self.scaler and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
-        self.epoch, self.batch_in_epoch = state["epoch"], state["batch_in_epoch"]
+        batch = self.opt["datasets"]["train"]["batch_size"]
+        self.epoch = state["epoch"]
+        self.sample_in_epoch = state.get("sample_in_epoch", state.get("batch_in_epoch", 0) * batch)
         self.metrics_history = list(state.get("metrics_history", []))
         self.plateau = dict(state.get("plateau", self.plateau))
+        self.lineage = [e for e in state.get("lineage", []) if e["iter"] <= self.it]
         rngs = state["rng"]  # one per process of the run that saved it
         checkpoint.set_rng_state(rngs[min(dist.rank(), len(rngs) - 1)])
-        self._report_recipe_changes(state.get("opt"))
-        self.log.info(f"resumed from {path} at iteration {self.it} (epoch {self.epoch})")
-
-    def _report_recipe_changes(self, old: Optional[Dict[str, Any]]) -> None:
-        if not old:
-            return
-        for line in _diff(old, self.opt, ""):
+        for line in recipe_changes.review(state.get("opt"), self.opt):
             self.log.info(f"recipe changed since the checkpoint: {line}")
+        self.log.info(f"resumed from {path} at iteration {self.it} (epoch {self.epoch})")
+        newer = checkpoint.files_newer_than(self.root, self.it) if self.rank0 else []
+        if newer:
+            moved = run_folder.supersede(self.root, newer)
+            self.log.info(f"{len(newer)} checkpoint files newer than iteration {self.it} were moved to {moved}, "
+                          "so that this run does not overwrite them")
+
+    def _check_may_stay_unfrozen(self, name: str) -> None:
+        """A checkpoint whose RRDB trains cannot be frozen again by the resumed recipe."""
+        o, train = self.opt["networks"][name], self.opt["train"]
+        delay = o.get("train_RRDB_delay")
+        if o.get("train_RRDB") or (train.get("auto_unfreeze") or {}).get("network") == name \
+                or (delay is not None and self.it > int(delay * train["niter"])):
+            return
+        raise ConfigError(f"`networks.{name}.train_RRDB` is false, but the checkpoint at iteration {self.it} "
+                          "already trains the RRDB; a resumed run cannot freeze it again (set it to true)")
+
+    def _last_good_checkpoint(self, before: Optional[int] = None) -> str:
+        """'the newest good checkpoint is PATH' for the run's newest checkpoint (before iteration `before`)."""
+        for entry in sorted(self.lineage, key=lambda e: -e["iter"]):
+            state = self.root / entry["files"][-1]
+            if (before is None or entry["iter"] < before) and state.is_file():
+                return f"the newest good checkpoint is {state} (resume with --resume {state})"
+        return "no checkpoint of this run was saved before it"
 
     def save(self) -> None:
+        """Write checkpoint `self.it`; refused when weights or optimizer state hold inf or NaN."""
         rng = dist.gather(checkpoint.rng_state())  # every process takes part; only rank 0 writes
         if not self.rank0:
             return
         state = {
-            "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
+            "epoch": self.epoch, "sample_in_epoch": self.sample_in_epoch,
             "steps": {s.name: s.state_dict() for s in self.steps},
             "scaler": self.scaler.state_dict() if self.scaler else None,
             "rng": rng,
@@ -178,20 +238,33 @@ class Trainer:
             "metrics_history": self.metrics_history,
             "plateau": self.plateau,
             "unfrozen": [n for n, net in self.networks.items() if getattr(unwrap(net), "train_rrdb", False)],
-            "opt": _plain(self.opt),
+            "opt": recipe_changes.plain(self.opt),
         }
         weights = {n: unwrap(net).state_dict() for n, net in self.networks.items()}
         weights.update({f"{n}_ema": e.state_dict() for n, e in self.emas.items()})
-        path = checkpoint.save_checkpoint(self.opt["path"], self.it, weights, state,
-                                          keep=self.opt["logger"]["keep_checkpoints"])
+        bad = checkpoint.first_nonfinite({"weights": weights, "steps": state["steps"]})
+        if bad:
+            raise TrainingStopped(f"iteration {self.it}: `{bad}` holds inf or NaN, so no checkpoint was written; "
+                                  f"{self._last_good_checkpoint()}. Lower the learning rate or clip gradients "
+                                  "(steps.<step>.clip_grad_norm)")
+        try:
+            path = checkpoint.save_checkpoint(self.opt["path"], self.it, weights, state, self.lineage,
+                                              keep=self.opt["logger"]["keep_checkpoints"])
+        except OSError as e:
+            raise TrainingStopped(f"cannot write checkpoint {e.filename or self.root}: {e.strerror or e}; "
+                                  f"{self._last_good_checkpoint()}. Free space (or make the folder writable) "
+                                  "and continue with --resume auto") from None
+        self.saved_at = self.it
         self.log.info(f"saved checkpoint {path}")
 
     # ------------------------------------------------------------------------------------ freezing
     def _apply_unfreeze_schedule(self, announce: bool = True) -> None:
-        """`train_RRDB_delay`: unfreeze the RRDB after that fraction of niter (official SRFlow behaviour)."""
+        """`train_RRDB_delay`: the RRDB is frozen for the first int(delay * niter) iterations and trains from
+        the next one on, as in the official SRFlow code."""
         for name, opt_net in self.opt["networks"].items():
             delay = opt_net.get("train_RRDB_delay")
-            if delay is not None and not opt_net.get("train_RRDB") and self.it >= delay * self.opt["train"]["niter"]:
+            frozen = not getattr(unwrap(self.networks[name]), "train_rrdb", True)
+            if delay is not None and frozen and self.it > int(delay * self.opt["train"]["niter"]):
                 self.unfreeze(name, f"train_RRDB_delay {delay}", announce)
 
     def unfreeze(self, name: str, reason: str, announce: bool = True) -> None:
@@ -199,7 +272,6 @@ class Trainer:
         if not hasattr(net, "set_train_rrdb") or getattr(net, "train_rrdb", True):
             return
         net.set_train_rrdb(True)
-        self.opt["networks"][name]["train_RRDB"] = True
         self._wrap(name)
         added = sum(step.add_trainable_parameters() for step in self.steps if name in step.networks)
         if announce:
@@ -208,85 +280,109 @@ class Trainer:
 
     # -------------------------------------------------------------------------------------- the loop
     def batches(self) -> Iterator[Dict[str, Any]]:
-        """Endless training batches; the position (epoch, batch) is part of the checkpoint."""
+        """Endless training batches; the position (epoch, samples drawn) is part of the checkpoint."""
+        sampler = self.train_loader.sampler
         while True:
-            self.train_loader.sampler.set_epoch(self.epoch, start_index=self.batch_in_epoch * self.train_loader.batch_size)
+            if self.sample_in_epoch >= sampler.num_samples:  # e.g. resumed with a larger batch size
+                self.epoch, self.sample_in_epoch = self.epoch + 1, 0
+            sampler.set_epoch(self.epoch, start_index=self.sample_in_epoch)
             for batch in self.train_loader:
-                self.batch_in_epoch += 1
+                self.sample_in_epoch += self.train_loader.batch_size
                 yield batch
-            self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+            self.epoch, self.sample_in_epoch = self.epoch + 1, 0
 
     def to_device(self, batch: Dict[str, Any]) -> Dict[str, Any]:
         return {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
 
+    def _due(self, freq: int) -> bool:
+        return self.it % freq == 0 or self.it == self.opt["train"]["niter"]
+
     def fit(self) -> List[Dict[str, Any]]:
-        """Train to `train.niter`, validating, logging and saving on the recipe's schedule."""
+        """Train to `train.niter`, saving, validating and logging on the recipe's schedule. A stop signal
+        saves a checkpoint and raises TrainingInterrupted. The experiment folder is released at the end."""
+        try:
+            self._fit()
+        finally:
+            self.close()
+        return self.metrics_history
+
+    def _fit(self) -> None:
         opt_train, opt_log = self.opt["train"], self.opt["logger"]
         niter = opt_train["niter"]
         self.log.info(f"training `{self.opt['name']}` on {self.device} from iteration {self.it} to {niter}; "
                       f"batch size {self.opt['datasets']['train']['batch_size']} per process x {dist.world_size()} process(es)")
+        if self.resume_path and self._due(opt_train["val_freq"]) and not any(h["iter"] == self.it for h in self.metrics_history):
+            self.validate()  # the checkpoint was saved before its validation, which did not finish
         bar = tqdm(total=niter, initial=self.it, disable=not self.rank0, dynamic_ncols=True, desc="train")
-        sigint = _InterruptFlag()
         data = self.batches()
         timer = time.time()
-        try:
-            while self.it < niter and not sigint.raised:
-                self.it += 1
-                self.env["step"] = self.it
-                self._apply_unfreeze_schedule()
-                state = self.to_device(next(data))
-                logs = self.train_step(state)
-                bar.update(1)
-                bar.set_postfix({k.split("/")[-1]: f"{v:.4g}" for k, v in logs.items()}, refresh=False)
-                if self.it % opt_log["print_freq"] == 0:
-                    rate = opt_log["print_freq"] / max(time.time() - timer, 1e-9)
-                    timer = time.time()
-                    lr = self.steps[0].optimizer.param_groups[0]["lr"]
-                    self.log.info(f"iter {self.it:>7d} lr {lr:.3g} {rate:.2f} it/s " +
-                                  " ".join(f"{k} {v:.4g}" for k, v in logs.items()))
-                    self.logger.scalars({**logs, "lr": lr}, self.it, "train/")
-                if self.it % opt_train["val_freq"] == 0 or self.it == niter:
-                    self.validate()
-                if self.it % opt_log["save_checkpoint_freq"] == 0 or self.it == niter:
-                    self.save()
-        finally:
-            sigint.restore()
-            bar.close()
-        if sigint.raised:
-            self.log.info(f"interrupted at iteration {self.it}: saving a checkpoint before exiting")
-            self.save()
-            raise KeyboardInterrupt
+        with StopSignals() as stops:
+            try:
+                while self.it < niter and not stops.stop_requested():
+                    self.it += 1
+                    self.env["step"] = self.it
+                    self._apply_unfreeze_schedule()
+                    logs = self.train_step(self.to_device(next(data)))
+                    bar.update(1)
+                    bar.set_postfix({k.split("/")[-1]: f"{v:.4g}" for k, v in logs.items()}, refresh=False)
+                    if self.it % opt_log["print_freq"] == 0:
+                        rate = opt_log["print_freq"] / max(time.time() - timer, 1e-9)
+                        timer = time.time()
+                        lr = self.steps[0].optimizer.param_groups[0]["lr"]
+                        self.log.info(f"iter {self.it:>7d} lr {lr:.3g} {rate:.2f} it/s " +
+                                      " ".join(f"{k} {v:.4g}" for k, v in logs.items()))
+                        self.logger.scalars({**logs, "lr": lr}, self.it, "train/")
+                    # The checkpoint comes first: a validation that fails cannot cost the iterations since the last one.
+                    if self._due(opt_log["save_checkpoint_freq"]):
+                        self.save()
+                    if self._due(opt_train["val_freq"]):
+                        self.validate()
+            finally:
+                bar.close()
+            if self.it < niter:
+                self._stop_on_signal(stops)
         if self.metrics_history and self.rank0:
             self.log.info("final validation: " + _psnr_summary(self.metrics_history[-1]))
-        self.logger.close()
-        return self.metrics_history
+
+    def _stop_on_signal(self, stops: StopSignals) -> None:
+        if self.saved_at != self.it:
+            self.save()
+        where = self.root / "training_state" / f"{self.it}.state"
+        message = f"{stops.name()} at iteration {self.it}: saved {where}; continue with --resume auto"
+        self.log.info(message)
+        raise TrainingInterrupted(stops.received or signal.SIGTERM, message)
 
     def train_step(self, state: Dict[str, Any]) -> Dict[str, float]:
         logs: Dict[str, float] = {}
-        factor = self.lr_factor(self.it)
         for step in self.steps:
             if not active(step.opt, self.it):
                 continue
-            step.set_lr(factor)
+            step.set_lr(self.lr_schedule, self.it)
             result = step.run(state, self.it, self.opt["train"]["mega_batch_factor"], self.autocast,
                               self.scaler, dist.no_sync)
             logs.update(result["logs"])
             state.update(result["state"])
             if result["skipped"]:
-                self.nan_skips += 1
-                self.log.warning(f"iteration {self.it}: non-finite loss in step `{step.name}` "
-                                 f"({result['logs']}); optimizer step skipped ({self.nan_skips} in a row)")
-                if self.nan_skips > self.opt["train"]["max_nan_skips"]:
-                    raise TrainingStopped(
-                        f"{self.nan_skips} non-finite losses in a row at iteration {self.it}: stopping so the "
-                        "weights stay as they were. Lower the learning rate, check the data, or resume from "
-                        "the last checkpoint.")
+                self._count_nonfinite(step.name, result["logs"])
             else:
-                self.nan_skips = 0
+                self.nan_skips, self.first_nonfinite = 0, None
         for name, ema in self.emas.items():
             ema.update(unwrap(self.networks[name]), self.it)
         self._save_visuals(state)
         return logs
+
+    def _count_nonfinite(self, step: str, logs: Dict[str, float]) -> None:
+        self.nan_skips += 1
+        if self.first_nonfinite is None:
+            self.first_nonfinite = self.it
+        self.log.warning(f"iteration {self.it}: non-finite loss in step `{step}` ({logs}); optimizer step "
+                         f"skipped ({self.nan_skips} in a row)")
+        if self.nan_skips > self.opt["train"]["max_nan_skips"]:
+            raise TrainingStopped(
+                f"{self.nan_skips} non-finite losses in a row at iteration {self.it} (the first at "
+                f"{self.first_nonfinite}): stopping so the weights stay as they were; "
+                f"{self._last_good_checkpoint(before=self.first_nonfinite)}. Lower the learning rate or check "
+                "the data")
 
     def _save_visuals(self, state: Dict[str, Any]) -> None:
         rate = self.opt["logger"]["visual_debug_rate"]
@@ -304,9 +400,13 @@ class Trainer:
             return {}
         swapped = {name: ema.swap_into(unwrap(self.networks[name])) for name, ema in self.emas.items()}
         metrics: Dict[str, float] = {}
+        devices = [self.device.index or 0] if self.device.type == "cuda" else []
         try:
-            for evaluator in self.evaluators:
-                metrics.update(evaluator.evaluate(self.it, self.logger))
+            # The same random draws (SR samples at t > 0) at every pass, and training's random state untouched.
+            with torch.random.fork_rng(devices=devices):
+                torch.manual_seed(self.opt["manual_seed"])
+                for evaluator in self.evaluators:
+                    metrics.update(evaluator.evaluate(self.it, self.logger))
         finally:
             for name, original in swapped.items():
                 self.emas[name].restore(unwrap(self.networks[name]), original)
@@ -340,26 +440,6 @@ class Trainer:
                                            f"{rule['min_delta']} for {rule['patience']} validations")
 
 
-class _InterruptFlag:
-    """Turns the first Ctrl-C into a flag so the loop can save a checkpoint and stop cleanly."""
-
-    def __init__(self) -> None:
-        self.raised = False
-        try:
-            self.previous = signal.signal(signal.SIGINT, self._handle)
-        except ValueError:  # not the main thread
-            self.previous = None
-
-    def _handle(self, *_: Any) -> None:
-        if self.raised:
-            raise KeyboardInterrupt
-        self.raised = True
-
-    def restore(self) -> None:
-        if self.previous is not None:
-            signal.signal(signal.SIGINT, self.previous)
-
-
 def _psnr_summary(metrics: Dict[str, Any]) -> str:
     """`val/psnr 27.1 dB vs bicubic 25.3 dB (+1.8)` for each validation set's PSNR figures."""
     parts = []
@@ -369,20 +449,3 @@ def _psnr_summary(metrics: Dict[str, Any]) -> str:
         if name.startswith("psnr") and name != "psnr_bicubic" and base is not None:
             parts.append(f"{key} {value:.2f} dB vs bicubic {base:.2f} dB ({value - base:+.2f})")
     return "; ".join(parts) or ", ".join(f"{k} {v:.4g}" for k, v in metrics.items() if k != "iter")
-
-
-def _plain(value: Any) -> Any:
-    """The recipe as plain Python types (safe for weights_only loading)."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value if isinstance(value, (int, float, str, bool, type(None))) else str(value)
-
-
-def _diff(old: Any, new: Any, where: str) -> Iterator[str]:
-    if isinstance(old, dict) and isinstance(new, dict):
-        for key in sorted(set(old) | set(new), key=str):
-            yield from _diff(old.get(key), new.get(key), f"{where}.{key}" if where else str(key))
-    elif _plain(old) != _plain(new):
-        yield f"{where}: {old!r} -> {new!r}"

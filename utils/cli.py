@@ -2,7 +2,7 @@
 import sys
 from typing import Callable
 
-from utils.errors import ConfigError, TrainingStopped
+from utils.errors import ConfigError, TrainingInterrupted, TrainingStopped
 
 
 def run_cli(body: Callable[[], None]) -> int:
@@ -14,6 +14,9 @@ def run_cli(body: Callable[[], None]) -> int:
     except TrainingStopped as e:
         print(f"training stopped: {e}", file=sys.stderr)
         return 1
+    except TrainingInterrupted as e:
+        print(f"stopped: {e}", file=sys.stderr)
+        return 128 + e.signum  # the shell's convention for a process ended by a signal
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -83,3 +83,12 @@ def mean_over_processes(t: torch.Tensor) -> torch.Tensor:
     t = t.clone()
     td.all_reduce(t)
     return t / world_size()
+
+
+def any_process(flag: bool) -> bool:
+    """Whether `flag` is true in any process (every process must call this at the same point)."""
+    if not initialized():
+        return flag
+    t = torch.tensor([float(flag)], device="cuda" if td.get_backend() == "nccl" else "cpu")
+    td.all_reduce(t, op=td.ReduceOp.MAX)
+    return bool(t.item())

@@ -15,3 +15,11 @@ def closest(name: str, candidates: Iterable[str]) -> str:
 
 class TrainingStopped(Exception):
     """Training cannot go on (e.g. a run of non-finite losses); the message says why and what to do."""
+
+
+class TrainingInterrupted(Exception):
+    """A stop signal (SIGINT, SIGTERM, SIGHUP) ended training; the message says what was saved."""
+
+    def __init__(self, signum: int, message: str):
+        super().__init__(message)
+        self.signum = signum

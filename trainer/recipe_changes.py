@@ -1,0 +1,69 @@
+"""What a resumed run does with a recipe that changed since its checkpoint: every change is applied, or
+refused when it cannot be (a network's shape or type), and the log says which, key by key.
+
+The trainer reads every other key afresh on resume (schedules are functions of the iteration, optimizer
+hyperparameters are re-applied to the loaded optimizer, datasets and evaluators are rebuilt), which is
+what makes "applied" true.
+"""
+from typing import Any, Iterator, List, Tuple
+
+from utils.errors import ConfigError
+
+# Network keys that may change on resume; any other key under `networks.<name>` shapes the weights.
+NETWORK_KEYS_MAY_CHANGE = ("train_RRDB", "train_RRDB_delay", "pretrain_rrdb", "blocks_per_checkpoint",
+                           "flow.gaussian_loss_weight", "flow.augmentation", "flow.patch_size")
+# Keys a resume does not use (the checkpoint's weights replace pretrained ones); bookkeeping keys.
+IGNORED = {"path.pretrain_model_": "ignored on resume: the checkpoint's weights are loaded",
+           "networks.*.pretrain_rrdb": "ignored on resume: the checkpoint's weights are loaded"}
+NOT_COMPARED = ("path.resume_state", "recipe_path", "dist", "is_train")
+
+
+def plain(value: Any) -> Any:
+    """The recipe as plain Python types (safe for weights_only loading)."""
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    return value if isinstance(value, (int, float, str, bool, type(None))) else str(value)
+
+
+def differences(old: Any, new: Any, where: str = "") -> Iterator[Tuple[str, Any, Any]]:
+    """(key path, old value, new value) for every leaf that differs."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in sorted(set(old) | set(new), key=str):
+            yield from differences(old.get(key), new.get(key), f"{where}.{key}" if where else str(key))
+    elif plain(old) != plain(new):
+        yield where, old, new
+
+
+def _verdict(key: str) -> str:
+    """'applied', 'ignored on resume: ...', or 'fixed' for a key whose change cannot be applied."""
+    parts = key.split(".")
+    if parts[0] == "networks" and len(parts) > 1:
+        rest = ".".join(parts[2:])
+        if rest == "pretrain_rrdb":
+            return IGNORED["networks.*.pretrain_rrdb"]
+        if not rest or not any(rest == k or rest.startswith(k + ".") for k in NETWORK_KEYS_MAY_CHANGE):
+            return "fixed"
+    if key.startswith("path.pretrain_model_"):
+        return IGNORED["path.pretrain_model_"]
+    return "applied"
+
+
+def review(old: Any, new: Any) -> List[str]:
+    """Log lines for the recipe changes since the checkpoint; ConfigError naming every key that cannot
+    change on resume."""
+    lines, fixed = [], []
+    for key, before, after in differences(plain(old or {}), plain(new)):
+        if key.startswith(NOT_COMPARED) or key.startswith("path.") and not key.startswith("path.pretrain_model_"):
+            continue
+        verdict = _verdict(key)
+        if verdict == "fixed":
+            fixed.append(f"`{key}` ({before!r} -> {after!r})")
+        else:
+            lines.append(f"{key}: {before!r} -> {after!r} ({verdict})")
+    if fixed:
+        raise ConfigError("cannot resume with a changed network: " + ", ".join(fixed) + "; a checkpoint's "
+                          "weights fit only the network they were trained in. Put the recipe back, or start a "
+                          "new run (another `name`) with --set path.pretrain_model_<network>=WEIGHTS")
+    return lines
