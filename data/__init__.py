@@ -1,5 +1,6 @@
 """Datasets by `mode`, and the DataLoaders that feed the trainer and evaluators."""
 import random
+from typing import Optional
 
 import numpy as np
 import torch
@@ -7,6 +8,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from data.full_image_dataset import FullImageDataset, LQFolderDataset, PairedImageDataset
 from data.options import positive_int
+from data.resized_image_dataset import ResizedImageDataset
 from data.sampler import EpochSampler
 from data.single_image_dataset import SingleImageDataset
 from utils import dist
@@ -18,19 +20,23 @@ DATASETS.register("single_image_extensible")(SingleImageDataset)
 DATASETS.register("fullimage")(FullImageDataset)
 DATASETS.register("paired")(PairedImageDataset)
 DATASETS.register("lq_folder")(LQFolderDataset)
+DATASETS.register("imagefolder")(ResizedImageDataset)
 
 
-def build_dataset(opt_dataset: dict, opt: dict, phase: str) -> Dataset:
-    """The dataset `opt_dataset['mode']` names; `scale` falls back to the recipe's top-level `scale`.
+def build_dataset(opt_dataset: dict, opt: dict, phase: str, where: Optional[str] = None) -> Dataset:
+    """The dataset `opt_dataset['mode']` names; `scale` falls back to the recipe's top-level `scale`, the
+    dataset's `phase` to `phase`.
 
-    Unknown keys are utils/options.py's to catch; mistakes found here raise ConfigError naming `datasets.<phase>`.
+    Unknown keys are utils/options.py's to catch; mistakes found here raise ConfigError naming `where`
+    (default `datasets.<phase>`).
     """
-    where = f"datasets.{phase}"
+    where = where or f"datasets.{phase}"
     if opt_dataset.get("mode") is None:
         raise ConfigError(f"`{where}.mode` is required; known: {', '.join(DATASETS.names())}")
     cls = DATASETS.get(opt_dataset["mode"], f"{where}.mode")
+    opt_dataset = {**opt_dataset, "phase": opt_dataset.get("phase") or phase}
     if "scale" not in opt_dataset and "scale" in opt:
-        opt_dataset = {**opt_dataset, "scale": opt["scale"]}
+        opt_dataset["scale"] = opt["scale"]
     try:
         return cls(opt_dataset)
     except ConfigError as e:

@@ -27,11 +27,12 @@ class FullImageDataset(Dataset):
     - `dataroot_GT` and `dataroot_LQ`: files paired by stem (an LQ stem may also end in x<scale>, as DIV2K's
       do); the LQ must be HQ/scale. Items {'hq', 'lq', 'hq_path', 'lq_path'}.
     - `dataroot_LQ` only (also mode `lq_folder`): items {'lq', 'lq_path'}.
-    Tensors are float32 3xHxW in [0, 1]. Corruption keys (data/degradations.py) corrupt the LQ, the same way
-    for an image every pass (seeded by its index) unless the sampler gives the item a seed.
+    Tensors are float32 3xHxW in [0, 1]. Corruption keys (data/degradations.py) corrupt the LQ, drawn from the
+    item's key's seed (a plain index is its own: the same pixels at every pass).
     With `target_size` (mode `paired`): a random target_size square of the HQ image and the LQ square at the same
     place, with the same flips and rotation (`use_flip`, `use_rot`), drawn from the item's seed; `eval: true`
     takes the centre squares and no augmentation.
+    Unusable images are skipped with a warning; when validating, files are decoded whole at build time.
     """
 
     def __init__(self, opt: dict):
@@ -43,6 +44,7 @@ class FullImageDataset(Dataset):
                               f"= {self.scale * self.multiple}")
         self.min_lq = self.target_size // self.scale if self.target_size else self.multiple
         self.eval = bool(opt.get("eval", False))
+        self.decode = opt.get("phase") == "val"  # small sets: find files that are cut short before the first pass
         self.use_flip = not self.eval and opt.get("use_flip", True)
         self.use_rot = not self.eval and opt.get("use_rot", True)
         self.corrupt = build_corruptor(opt)
@@ -55,9 +57,9 @@ class FullImageDataset(Dataset):
         if gt and lq:
             self.pairs: List[Pair] = self._pair(gt, lq)
         elif gt:
-            self.pairs = [(p, None) for p in usable_images(gt, (self.min_lq * self.scale,) * 2)]
+            self.pairs = [(p, None) for p in usable_images(gt, (self.min_lq * self.scale,) * 2, self.decode)]
         else:
-            self.pairs = [(None, p) for p in usable_images(lq, (self.min_lq, self.min_lq))]
+            self.pairs = [(None, p) for p in usable_images(lq, (self.min_lq, self.min_lq), self.decode)]
         if not self.pairs:
             raise ConfigError(f"`{gt_key or lq_key}`: no usable images")
         self._names = [hq or lq for hq, lq in self.pairs]
@@ -78,7 +80,7 @@ class FullImageDataset(Dataset):
         for stem, hq_path in gt_by_stem.items():
             lq_path = lq_by_stem[stem]
             try:
-                (hh, hw), (lh, lw) = image_size(hq_path), image_size(lq_path)
+                (hh, hw), (lh, lw) = image_size(hq_path, self.decode), image_size(lq_path, self.decode)
             except ValueError as e:
                 warn_skip(hq_path, f"it or its partner {lq_path} is unreadable ({e})")
                 continue
@@ -134,12 +136,11 @@ class FullImageDataset(Dataset):
     def __getitem__(self, key: SampleKey) -> dict:
         index, seed = split_key(key, len(self))
         rng = np.random.default_rng(seed)
-        corrupt_rng = rng if seed is not None else np.random.default_rng(index)
         index, arrays = load_or_substitute(index, self._names, lambda i: (i, self._load(i)), self._bad)
         if self.target_size:
             arrays = self._crop(arrays, rng)
         if self.corrupt:
-            arrays["lq"] = self.corrupt(arrays["lq"], corrupt_rng)
+            arrays["lq"] = self.corrupt(arrays["lq"], rng)
         item = {k: img2tensor(v) for k, v in arrays.items()}
         hq_path, lq_path = self.pairs[index]
         if hq_path:

@@ -1,7 +1,8 @@
 """Find the images in folders, and drop the ones that cannot be used, warning once about each."""
+import os
 import warnings
 from pathlib import Path
-from typing import Callable, List, Sequence, Set, Tuple, TypeVar, Union
+from typing import Callable, Iterator, List, Sequence, Set, Tuple, TypeVar, Union
 
 from PIL import Image
 
@@ -21,17 +22,31 @@ def warn_skip(path: Union[str, Path], reason: str) -> None:
         warnings.warn(f"skipping image {path}: {reason}", stacklevel=2)
 
 
-def list_images(folders: Sequence[Path], key: str) -> List[Path]:
-    """Image files under each folder, recursively, sorted within each folder; `key` names the option in errors.
+def walk_files(folder: Path) -> Iterator[Path]:
+    """Files under `folder`, recursively, following symbolic links to folders. A folder met a second time (a
+    link loop, or two links to one folder) is walked once. Hidden names (a leading dot: temporary files of
+    editors and of atomic writes, `.ipynb_checkpoints`) are left out."""
+    seen: Set[Tuple[int, int]] = set()
+    for root, dirs, names in os.walk(folder, followlinks=True):
+        stat = os.stat(root)
+        if (stat.st_dev, stat.st_ino) in seen:
+            dirs[:] = []
+            continue
+        seen.add((stat.st_dev, stat.st_ino))
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        yield from (Path(root) / name for name in names if not name.startswith("."))
 
-    An entry may also be a single image file.
+
+def list_images(folders: Sequence[Path], key: str) -> List[Path]:
+    """Image files under each folder (see `walk_files`), sorted within each folder; `key` names the option in
+    errors. An entry may also be a single image file.
     """
     files: List[Path] = []
     for folder in folders:
         if folder.is_file():
             files.append(folder)
         elif folder.is_dir():
-            files += sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+            files += sorted(p for p in walk_files(folder) if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
         else:
             raise ConfigError(f"`{key}`: {folder} does not exist")
     if not files:
@@ -39,21 +54,28 @@ def list_images(folders: Sequence[Path], key: str) -> List[Path]:
     return files
 
 
-def image_size(path: Path) -> Tuple[int, int]:
-    """(height, width) from the file header, decoding the whole file only when PIL cannot read the header."""
-    try:
-        with Image.open(path) as im:
-            return im.height, im.width
-    except Exception:  # PIL does not know every format cv2 does; the full decode decides
-        return read_image(path).shape[:2]
+def image_size(path: Path, decode: bool = False) -> Tuple[int, int]:
+    """(height, width) from the file header; with `decode` (or when PIL cannot read the header) from a full
+    decode, which also finds files that are cut short (ValueError)."""
+    if not decode:
+        try:
+            with Image.open(path) as im:
+                return im.height, im.width
+        except Exception:  # PIL does not know every format cv2 does; the full decode decides
+            pass
+    return read_image(path).shape[:2]
 
 
-def usable_images(files: Sequence[Path], min_size: Tuple[int, int] = (1, 1)) -> List[Path]:
-    """The files that can be read and are at least min_size (h, w); the others are skipped with a warning."""
+def usable_images(files: Sequence[Path], min_size: Tuple[int, int] = (1, 1), decode: bool = False) -> List[Path]:
+    """The files that can be read and are at least min_size (h, w); the others are skipped with a warning.
+
+    `decode`: decode each file whole (for small sets such as validation's, where a file found bad later would
+    be replaced by another and counted twice); else the header is read and bad pixel data is found on loading.
+    """
     kept = []
     for path in files:
         try:
-            h, w = image_size(path)
+            h, w = image_size(path, decode)
         except ValueError as e:
             warn_skip(path, f"unreadable ({e})")
             continue

@@ -1,6 +1,6 @@
 """The training order: reproducible per epoch, and resumable in the middle of one."""
 import math
-from typing import Iterator, Optional, Tuple, Union
+from typing import Iterator, Tuple, Union
 
 import numpy as np
 import torch
@@ -9,12 +9,13 @@ from torch.utils.data import Sampler
 SampleKey = Union[int, Tuple[int, int]]
 
 
-def split_key(key: SampleKey, size: int) -> Tuple[int, Optional[int]]:
-    """A dataset key -> (index, sample_seed); a plain index has no seed (fresh randomness).
+def split_key(key: SampleKey, size: int) -> Tuple[int, int]:
+    """A dataset key -> (index, sample_seed). A plain index (validation, testing) is its own seed, so an item's
+    random draws (crop, flips, corruptions) are the same at every pass and in every worker.
 
     IndexError past the end, which also lets `for item in dataset` stop.
     """
-    index, seed = (int(key[0]), int(key[1])) if isinstance(key, tuple) else (int(key), None)
+    index, seed = (int(key[0]), int(key[1])) if isinstance(key, tuple) else (int(key), int(key))
     if not 0 <= index < size:
         raise IndexError(f"index {index} out of range for {size} items")
     return index, seed

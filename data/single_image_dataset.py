@@ -19,13 +19,14 @@ from utils.image import img2tensor, read_image
 class SingleImageDataset(Dataset):
     """Items {'hq': 3 x T x T, 'lq': 3 x T/scale x T/scale, 'hq_path': str}, float32 in [0, 1], T = target_size.
 
-    Training draws a random crop, flips (`use_flip`) and 90-degree rotation (`use_rot`) per item, seeded by
-    the sampler's key (see data/sampler.py); `eval: true` takes the centre crop and no augmentation.
+    Each item draws a random crop, flips (`use_flip`) and 90-degree rotation (`use_rot`) from its key's seed
+    (see data/sampler.py: a training key carries one, a plain index is its own, so validation sees the same
+    pixels every pass); `eval: true` takes the centre crop and no augmentation.
     Without `target_size` the whole image is used, trimmed to a multiple of scale * force_multiple.
-    Images smaller than needed or unreadable are skipped with a warning. One item per image per epoch.
+    Images smaller than needed or unreadable are skipped with a warning (when validating, files are decoded
+    whole at build time, so one cut short is skipped too). One item per image per epoch.
     `num_corrupts_per_image`, `random_corruptions`, `fixed_corruptions`, `corruption_blur_scale`: corruptions of
-    the LQ, drawn from the same seeded generator (or, for a plain index, one seeded by the index, so that
-    validation sees the same corruptions every pass).
+    the LQ, drawn from the same seeded generator.
     Accepted and unused: `strict` (DLAS tile metadata), `quant` (read by the network).
     """
 
@@ -42,7 +43,8 @@ class SingleImageDataset(Dataset):
         self.use_rot = not self.eval and opt.get("use_rot", True)
         self.cache: Optional[Dict[int, np.ndarray]] = {} if opt.get("cache", False) else None
         self.min_size = self.target_size or self.multiple
-        self.files: List[Path] = usable_images(list_images(folders(opt, "paths"), "paths"), (self.min_size,) * 2)
+        self.files: List[Path] = usable_images(list_images(folders(opt, "paths"), "paths"), (self.min_size,) * 2,
+                                               decode=opt.get("phase") == "val")
         if not self.files:
             raise ConfigError(f"`paths`: no readable image of at least {self.min_size}x{self.min_size}")
         self._bad: Set[int] = set()
@@ -72,10 +74,9 @@ class SingleImageDataset(Dataset):
     def __getitem__(self, key: SampleKey) -> dict:
         index, seed = split_key(key, len(self))
         rng = np.random.default_rng(seed)
-        corrupt_rng = rng if seed is not None else np.random.default_rng(index)
         index, img = load_or_substitute(index, self.files, lambda i: (i, self._load(i)), self._bad)
         hq = self._crop(img, rng)
         lq = np.clip(imresize(hq, scale=1 / self.scale), 0, 1)  # bicubic overshoot; real LQ files are in range
         if self.corrupt:
-            lq = self.corrupt(lq, corrupt_rng)
+            lq = self.corrupt(lq, rng)
         return {"hq": img2tensor(hq), "lq": img2tensor(lq), "hq_path": str(self.files[index])}

@@ -1,4 +1,6 @@
 """Networks, built by name from a recipe's `networks.<name>` section."""
+import math
+
 from torch import nn
 
 from utils.errors import ConfigError
@@ -15,6 +17,14 @@ from models.weights import LoadResult, load_network_weights  # noqa: E402,F401
 def is_flow(net: nn.Module) -> bool:
     """Whether `net` (or the network inside a DistributedDataParallel wrapper) is an SRFlow-style flow."""
     return hasattr(getattr(net, "module", net), "flowUpsamplerNet")
+
+
+def lr_multiple(net: nn.Module) -> int:
+    """The LR sides must be multiples of this: SRFlow halves the HR image L times."""
+    if not is_flow(net):
+        return 1
+    net = getattr(net, "module", net)  # inside a DistributedDataParallel wrapper
+    return 2 ** net.L // math.gcd(2 ** net.L, net.hr_factor)
 
 
 def build_network(opt_net: dict, opt: dict) -> nn.Module:

@@ -9,6 +9,7 @@ import torch
 import data.photos
 from data import build_dataloader, build_dataset
 from data.imresize import imresize
+from data.image_folder import list_images
 from data.photos import bundled_photos_dir, resolve_data_path
 from data.sampler import EpochSampler
 from utils.errors import ConfigError
@@ -119,7 +120,7 @@ def test_bad_and_tiny_images_are_skipped_with_one_warning(folder):
 def test_file_that_fails_to_decode_mid_epoch_is_substituted(folder):
     ds = _single(folder)
     bad = ds.files[0]
-    assert bad.suffix == ".png"  # a truncated JPEG still decodes (grey tail); a truncated PNG does not
+    assert bad.suffix == ".png"
     data_bytes = bad.read_bytes()
     bad.write_bytes(data_bytes[:len(data_bytes) // 2])  # header intact, pixels truncated
     with warnings.catch_warnings(record=True) as caught:
@@ -220,6 +221,29 @@ def test_bundled_photos(tmp_path, monkeypatch):
         resolve_data_path("builtin:skimage_photos/trian")
 
 
+def test_bundled_photos_keep_the_users_files(tmp_path, monkeypatch):
+    """A missing photo is written alone; the user's files stay; a copy of ours left in a split the photo has
+    left (SPLITS changed) is removed, one the user changed is kept with a warning."""
+    train, val = data.photos.TRAIN_PHOTOS, data.photos.VAL_PHOTOS
+    root = bundled_photos_dir(tmp_path / "photos")
+    mine = _write(root / "val" / "my_photo.png", 20, 20)
+    (root / "notes.txt").write_text("mine")
+    (root / "val" / f"{val[0]}.png").unlink()
+    kept = root / "train" / f"{train[0]}.png"
+    stamp = kept.stat().st_mtime_ns
+    bundled_photos_dir(root)
+    assert (root / "val" / f"{val[0]}.png").is_file() and kept.stat().st_mtime_ns == stamp
+    assert mine.is_file() and (root / "notes.txt").read_text() == "mine"
+
+    monkeypatch.setattr(data.photos, "SPLITS", (("train", train[1:]), ("val", (train[0],) + val)))
+    _write(root / "train" / f"{val[1]}.png", 16, 16)  # the user's own file, under a bundled photo's name
+    with pytest.warns(UserWarning, match=f"{val[1]}.png is not the bundled photo"):
+        bundled_photos_dir(root)
+    assert not kept.exists() and (root / "val" / f"{train[0]}.png").is_file()
+    assert (root / "train" / f"{val[1]}.png").is_file() and mine.is_file()
+    assert not [p for p in root.rglob("*") if p.name.startswith(".")]  # no temporary file left
+
+
 def test_sampler_order_is_a_function_of_seed_and_epoch():
     s = EpochSampler(5, seed=3, min_samples=12)
     assert len(s) == 12
@@ -253,3 +277,83 @@ def test_val_loader_keeps_order(tmp_path):
     ds = build_dataset({"mode": "fullimage", "paths": str(tmp_path), "scale": 2}, {}, "val")
     loader = build_dataloader(ds, {"batch_size": None}, "val", seed=0)
     assert [Path(b["hq_path"][0]).name for b in loader] == ["a.png", "b.png"]
+
+
+def test_a_plain_index_gives_the_same_item_every_time(folder):
+    """Validation and testing use plain indices: random crops, flips and corruptions are drawn from the index."""
+    ds = _single(folder, eval=False, num_corrupts_per_image=2)
+    for i in range(len(ds)):
+        a, b = ds[i], ds[i]
+        assert torch.equal(a["hq"], b["hq"]) and torch.equal(a["lq"], b["lq"])
+    assert torch.equal(ds[0]["hq"], ds[(0, 0)]["hq"])  # a plain index is its own seed
+    full = build_dataset({"mode": "fullimage", "paths": str(folder), "scale": 4, "num_corrupts_per_image": 2},
+                         {}, "val")
+    assert torch.equal(full[1]["lq"], full[1]["lq"])
+
+
+def test_imagefolder_resizes_the_centred_square(folder):
+    """DLAS's evaluator dataset: the largest centred square, INTER_AREA-resized to target_size; no randomness."""
+    opt = {"mode": "imagefolder", "paths": str(folder), "target_size": 32, "scale": 4, "eval": False}
+    ds = build_dataset(opt, {}, "val")
+    img = read_image(ds.files[1])  # b.jpg: 40x56
+    assert img.shape[:2] == (40, 56)
+    square = np.ascontiguousarray(img[:, 8:48])
+    expected = cv2.resize(square, (32, 32), interpolation=cv2.INTER_AREA)
+    item = ds[1]
+    np.testing.assert_array_equal(item["hq"].permute(1, 2, 0).numpy(), expected)
+    np.testing.assert_allclose(item["lq"], imresize(item["hq"], scale=1 / 4).clamp(0, 1), atol=1e-6)
+    assert torch.equal(ds[1]["hq"], item["hq"]) and torch.equal(ds[1]["lq"], item["lq"])
+    assert all(ds[i]["hq"].shape == (3, 32, 32) for i in range(len(ds)))
+    whole = build_dataset({**opt, "target_size": None, "force_multiple": 2}, {}, "val")
+    assert whole[1]["hq"].shape == (3, 40, 40)  # the square, already a multiple of 4 * 2
+    assert whole[4]["hq"].shape == (3, 32, 32)  # sub/c.png: 36x36 trimmed to 32
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        big = build_dataset({**opt, "target_size": 40}, {}, "val")
+    assert len(big) == 4 and any("c.png" in s and "smaller" in s for s in _skips(caught))  # never enlarged
+
+
+def _truncate(path: Path, keep: float = 0.6) -> Path:
+    data = path.read_bytes()
+    path.write_bytes(data[:int(len(data) * keep)])
+    return path
+
+
+@pytest.mark.parametrize("name", ["cut.jpg", "cut.png"])
+def test_truncated_images_are_refused(tmp_path, name):
+    """cv2 alone decodes a JPEG cut short, filling the rest with grey ("Premature end of JPEG file")."""
+    write_image(tmp_path / name, cv2.resize(_rand(6, 8), (64, 48), interpolation=cv2.INTER_LINEAR))
+    whole = read_image(tmp_path / name)
+    assert whole.shape == (48, 64, 3)
+    for keep in (0.5, 0.95):
+        (tmp_path / f"part{keep}{name}").write_bytes((tmp_path / name).read_bytes())
+        with pytest.raises(ValueError, match="cannot decode"):
+            read_image(_truncate(tmp_path / f"part{keep}{name}", keep))
+
+
+def test_truncated_images_are_skipped_with_a_warning(folder):
+    _truncate(folder / "b.jpg")
+    _truncate(folder / "d.png", keep=0.9)
+    with warnings.catch_warnings(record=True) as caught:  # validation sets decode every file when built
+        warnings.simplefilter("always")
+        val = build_dataset({"mode": "fullimage", "paths": str(folder), "scale": 4}, {}, "val")
+    assert sorted(p.name for p, _ in val.pairs) == ["a.png", "c.png", "e.webp"]
+    skips = _skips(caught)
+    assert len(skips) == 2 and any("b.jpg" in s for s in skips) and any("d.png" in s for s in skips)
+    train = _single(folder)  # training reads headers only: a bad file is replaced when it is met
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        paths = {train[(i, 1)]["hq_path"] for i in range(len(train))}
+    assert str(folder / "b.jpg") not in paths and str(folder / "d.png") not in paths
+
+
+def test_linked_folders_are_followed_and_loops_end(tmp_path):
+    _write(tmp_path / "elsewhere" / "x.png", 8, 8)
+    _write(tmp_path / "data" / "a.png", 8, 8)
+    _write(tmp_path / "data" / ".hidden.png", 8, 8)  # e.g. a temporary file of an atomic write
+    (tmp_path / "data" / "linked").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    (tmp_path / "elsewhere" / "loop").symlink_to(tmp_path / "data", target_is_directory=True)
+    (tmp_path / "data" / "again").symlink_to(tmp_path / "data", target_is_directory=True)
+    (tmp_path / "data" / "dangling.png").symlink_to(tmp_path / "missing.png")
+    files = list_images([tmp_path / "data"], "paths")
+    assert files == [tmp_path / "data" / "a.png", tmp_path / "data" / "linked" / "x.png"]
