@@ -1,4 +1,5 @@
 """SRFlow's stages 2 and 3 through the trainer: freezing, unfreezing, hand-off, the gaussian evaluator."""
+import math
 import warnings
 
 import pytest
@@ -74,17 +75,29 @@ def unfreeze_steps(trainer):
     return steps
 
 
-def test_train_rrdb_delay_unfreezes_at_that_fraction_of_niter(image_dirs, tmp_path, stage1):
+def test_train_rrdb_delay_unfreezes_at_that_fraction_of_niter_and_trains_at_lr_rrdb(image_dirs, tmp_path, stage1):
     trainer = Trainer(parse_options(tiny_srflow_recipe(image_dirs, tmp_path, str(stage1["weights"]), niter=8,
-                                                       val_freq=100), ["networks.generator.train_RRDB_delay=0.5"]))
+                                                       val_freq=100), ["networks.generator.train_RRDB_delay=0.5",
+                                                                       "steps.generator.optimizer_params.lr_RRDB=3e-4"]))
     steps = unfreeze_steps(trainer)
-    snapshots = {}
+    snapshots, lrs = {}, {}
     step = trainer.train_step
-    trainer.train_step = lambda state: (snapshots.__setitem__(trainer.it, rrdb_state(trainer)), step(state))[1]
+
+    def record(state):
+        snapshots[trainer.it] = rrdb_state(trainer)
+        logs = step(state)
+        lrs[trainer.it] = [g["lr"] for g in trainer.steps[0].optimizer.param_groups]
+        return logs
+    trainer.train_step = record
     trainer.fit()
-    assert steps == [4]
-    assert all(torch.equal(snapshots[4][k], v) for k, v in snapshots[1].items())  # frozen up to step 4
-    assert any(not torch.equal(snapshots[8][k], v) for k, v in snapshots[4].items())
+    # As the official code: frozen for int(0.5 * 8) = 4 iterations, trained from iteration 5 on.
+    assert steps == [5]
+    assert all(torch.equal(snapshots[5][k], v) for k, v in snapshots[1].items())
+    assert any(not torch.equal(snapshots[8][k], v) for k, v in snapshots[5].items())
+    assert lrs[4] == [pytest.approx(1e-3)]
+    assert lrs[5] == [pytest.approx(1e-3), pytest.approx(3e-4)]  # the flow at `lr`, the RRDB at `lr_RRDB`
+    rrdb_group = trainer.steps[0].param_names[1]
+    assert rrdb_group and all(".RRDB." in n for n in rrdb_group)
 
 
 def test_auto_unfreeze_when_the_metric_plateaus(image_dirs, tmp_path):
@@ -104,7 +117,11 @@ class FixedLatents(torch.nn.Module):
         super().__init__()
         self.latents = latents
 
-    def forward(self, gt=None, lr=None, z=None, eps_std=None, reverse=False, epses=None, add_gt_noise=True):
+    def rrdb_preprocessing(self, lr):
+        return None
+
+    def forward(self, gt=None, lr=None, z=None, eps_std=None, reverse=False, epses=None, lr_enc=None,
+                add_gt_noise=True):
         return [l[: gt.shape[0]] for l in self.latents], torch.full((gt.shape[0],), 1.5), torch.zeros(gt.shape[0])
 
 
@@ -123,7 +140,8 @@ def test_gaussian_evaluator_equals_a_hand_computation(image_dirs, tmp_path):
         float(sum(pl * 2 for pl in per_level) / elements), rel=1e-6)
     assert metrics["gaussian/beyond_3sigma"] == pytest.approx(
         float(sum((z.abs() > 3).sum() for z in latents) / elements))
-    assert metrics["gaussian/nll_bpd"] == pytest.approx(1.5)
+    assert metrics["gaussian/nll_bits_per_hr_pixel"] == pytest.approx(1.5)
+    assert metrics["gaussian/nll_bpd"] == pytest.approx(1.5 / 3 + math.log2(255))
 
 
 def test_dlas_recipes_run_with_only_paths_and_sizes_changed(image_dirs, tmp_path):
@@ -150,3 +168,23 @@ def test_dlas_recipes_run_with_only_paths_and_sizes_changed(image_dirs, tmp_path
     assert "gaussian/gaussian_diff" in history[-1]
     assert (tmp_path / "s2" / "models" / "2_generator.pth").is_file()
     assert any((tmp_path / "s2" / "visual_dbg").rglob("*.png"))
+
+
+def test_the_official_weight_l1_the_dlas_way(image_dirs, tmp_path):
+    """Official SRFlow's `weight_l1`: an L1 loss on the mean image, decoded with gradients through the flow."""
+    recipe = tiny_srflow_recipe(image_dirs, tmp_path, niter=12, val_freq=100)
+    step = recipe["steps"]["generator"]
+    step["injectors"]["mean_inj"] = {"type": "generator", "generator": "generator", "in": ["None", "lq", "None", 0, True],
+                                     "out": ["mean_sr"]}
+    step["losses"]["l1"] = {"type": "pix", "criterion": "l1", "weight": 0.5, "real": "hq", "fake": "mean_sr"}
+    step["losses"]["log_likelihood"]["weight"] = 0  # the L1 term alone must train the flow
+    trainer = Trainer(parse_options(recipe))
+    flow_params = [p for n, p in trainer.networks["generator"].named_parameters() if "flowUpsamplerNet" in n]
+    before = [p.detach().clone() for p in flow_params]
+    logs = []
+    original = trainer.train_step
+    trainer.train_step = lambda state: (lambda out: logs.append(out) or out)(original(state))
+    trainer.fit()
+    l1 = [entry["generator/l1"] for entry in logs]
+    assert all(math.isfinite(v) for v in l1) and sum(l1[-3:]) < sum(l1[:3])
+    assert any(not torch.equal(a, p) for a, p in zip(before, flow_params))
