@@ -1,7 +1,9 @@
 """Super-resolve the images of a recipe's `datasets.test*` sections and score them:
-    python test.py -opt RECIPE [--set key=value ...] [--tile N]
+    python test.py -opt RECIPE [--set key=value ...] [--tile N] [--overwrite]
 
-Results go to results/<name>/<dataset name>/ (PNGs, and metrics.csv where HQ images exist).
+Results go to results/<name>/<dataset name>/: the PNGs, metrics.csv (a row per PNG), diversity.csv,
+summary.csv (a row per temperature), temperature_sweep.png and comparisons/<image>.png. Run again, it
+keeps the images already done and does the rest.
 """
 import argparse
 import sys
@@ -16,12 +18,14 @@ def main(argv=None) -> int:
                         help="override a recipe key, e.g. --set test.heats=[0,0.8] (repeatable)")
     parser.add_argument("--tile", type=int, help="process the LR image in overlapping tiles of about N pixels "
                                                  "(saves memory on large images; default: test.tile)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="redo every image, even those an earlier run of the same settings finished")
     args = parser.parse_args(argv)
 
     def test() -> None:
         from inference.model import parse_inference_options
         from inference.test_runner import run_test
-        run_test(parse_inference_options(args.opt, args.set), tile=args.tile)
+        run_test(parse_inference_options(args.opt, args.set), tile=args.tile, overwrite=args.overwrite)
 
     return run_cli(test)
 

@@ -64,15 +64,17 @@ def imresize(img: Image, scale: Optional[float] = None,
 
     `img` is a float numpy array HxW or HxWxC (computed in float64 like MATLAB's double, returned in the
     input dtype) or a float tensor CxHxW or BxCxHxW (computed in its own dtype and device). Give exactly one
-    of `scale` (e.g. 1/4) or `size` (out_h, out_w). Integer images are refused: MATLAB rounds uint8
-    results after each pass, which this float-only version does not imitate.
+    of `scale` (e.g. 1/4) or `size` (out_h, out_w). A uint8 array is resized as MATLAB resizes uint8 (and as
+    the NTIRE21 challenge's measure.py does): each pass in float64, then clipped and rounded back to uint8.
+    Other integer images are refused.
     """
     if (scale is None) == (size is None):
         raise ValueError("imresize: give exactly one of `scale` and `size`")
     is_numpy = isinstance(img, np.ndarray)
+    is_uint8 = is_numpy and img.dtype == np.uint8
     if is_numpy:
-        if not np.issubdtype(img.dtype, np.floating) or img.ndim not in (2, 3):
-            raise TypeError(f"imresize: expected a float HxW or HxWxC array, got {img.dtype} {img.shape}")
+        if not (is_uint8 or np.issubdtype(img.dtype, np.floating)) or img.ndim not in (2, 3):
+            raise TypeError(f"imresize: expected a float or uint8 HxW or HxWxC array, got {img.dtype} {img.shape}")
         x = torch.from_numpy(img.astype(np.float64, copy=False))
         x = x.unsqueeze(-1) if img.ndim == 2 else x
         x = x.permute(2, 0, 1)
@@ -91,6 +93,8 @@ def imresize(img: Image, scale: Optional[float] = None,
         raise ValueError(f"imresize: output size {out_size} from input {in_size} is empty")
     for d in sorted((0, 1), key=lambda d: scales[d]):
         x = _resize_dim(x, d - 2, out_size[d], scales[d])
+        if is_uint8:
+            x = x.clamp(0, 255).round()  # half to even, like numpy's around
     if not is_numpy:
         return x
     out = x.permute(1, 2, 0).numpy()

@@ -1,27 +1,39 @@
 """test.py's work: super-resolve the images of every `datasets.test*` section, write them as PNGs to
-`results/<name>/<dataset name>/`, and score them against HQ images where the set has them."""
-import csv
+`results/<name>/<dataset name>/`, score them against HQ images where the set has them, and draw pictures.
+
+SRFlow gives `test.samples` results for every temperature above 0 (one at 0, which is deterministic), named
+`<input stem>_t<temperature>_s<k>.png`; a plain SR network gives one, `<input stem>.png`. The tables are
+inference/sr_metrics_table.py's. Every image draws its latents from its own seed (the recipe's and the image's
+name), so an interrupted run, started again, skips the images it finished and ends with the same results.
+"""
+import importlib.util
 import math
 import warnings
+import zlib
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from tqdm import tqdm
 
 from data import build_dataset
+from data.image_folder import image_size
+from data.imresize import imresize
 from inference.images import conversion_note
 from inference.lpips_metric import load_lpips
 from inference.model import load_generator, pick_device
+from inference.pictures import Panel, heat_map, save_figure, sweep_figure, write_strip
+from inference.scoring import sample_statistics, score, std_map
 from inference.sr import conditioning, super_resolve
+from inference.sr_metrics_table import ResultsTable, Row, as_row, cell, format_summary
 from models import is_flow
 from utils.errors import ConfigError
-from utils.image import write_image
-from utils.metrics import psnr_y, ssim_y
+from utils.image import to_uint8, write_image
+from utils.metrics import psnr_y
 
-Row = Dict[str, Any]
-METRICS = ("psnr_y", "ssim_y", "lpips")
 TEST_MODES = ("lq_folder", "fullimage", "paired")  # whole images, each file once
+STRIP_SAMPLES = 4  # samples per temperature shown in an image's comparison strip
+Result = Tuple[str, Any, Row]  # (file name, uint8 SR image, its metrics.csv row)
 
 
 def find_test_sets(opt: Dict[str, Any]) -> Dict[str, Dict[str, Any]]:
@@ -40,28 +52,49 @@ def find_test_sets(opt: Dict[str, Any]) -> Dict[str, Dict[str, Any]]:
     return sets
 
 
+def result_name(stem: str, temperature: Optional[float], sample: int) -> str:
+    return f"{stem}.png" if temperature is None else f"{stem}_t{temperature:g}_s{sample}.png"
+
+
 class Tester:
     """One generator, the recipe's `test:` settings, and the images of one set after another."""
 
-    def __init__(self, opt: Dict[str, Any], tile: Optional[int] = None, report: Callable[[str], None] = tqdm.write):
-        self.opt, self.report = opt, report
+    def __init__(self, opt: Dict[str, Any], tile: Optional[int] = None, overwrite: bool = False,
+                 report: Callable[[str], None] = tqdm.write):
+        self.opt, self.report, self.overwrite = opt, report, overwrite
+        settings = opt["test"]  # validated by parse_options (utils.options.check_temperatures, samples >= 1)
+        self.samples = settings["samples"]
         self.device = pick_device(opt)
-        self.net, weights = load_generator(opt, device=self.device)
-        report(f"generator `{opt['name']}`: {weights} on {self.device}")
-        settings = opt["test"]
-        self.heats = [float(t) for t in settings["heats"]] if is_flow(self.net) else [None]
+        self.net, self.weights = load_generator(opt, device=self.device)
+        report(f"generator `{opt['name']}`: {self.weights} on {self.device}")
+        heats = list(dict.fromkeys(float(t) for t in settings["heats"]))  # a repeated one would overwrite itself
+        self.heats: List[Optional[float]] = heats if is_flow(self.net) else [None]
         self.tile = settings["tile"] if tile is None else tile
         self.overlap = settings["tile_overlap"]
         self.crop = opt["scale"] if settings["crop_border"] is None else settings["crop_border"]
-        self.lpips, self.lpips_note = None, None  # loaded when the first HQ image needs it
+        self.lpips, self.lpips_note = None, None  # loaded when the first set with HQ images needs it
+        self.plots = importlib.util.find_spec("matplotlib") is not None
+        if not self.plots:
+            report("plots skipped: matplotlib is not installed (pip install -r requirements.txt)")
 
     def relay(self, caught: List[warnings.WarningMessage]) -> None:
         for w in caught:
             self.report(str(w.message))
 
+    def count(self, temperature: Optional[float]) -> int:
+        return self.samples if temperature else 1
+
+    def settings(self, has_hq: bool) -> Dict[str, Any]:
+        """What the results depend on; a resumed run must match it."""
+        weights = self.weights.resolve()
+        return {"weights": str(weights), "weights_bytes": weights.stat().st_size,
+                "weights_mtime_ns": weights.stat().st_mtime_ns, "temperatures": self.heats,
+                "samples": self.samples, "tile": self.tile, "tile_overlap": self.overlap,
+                "crop_border": self.crop, "manual_seed": self.opt["manual_seed"], "device": self.device.type,
+                "lpips": has_hq and self.lpips is not None}
+
     def run(self) -> Dict[str, List[Row]]:
-        """Every test set; returns each set's mean rows (one per temperature, when it has HQ images)."""
-        torch.manual_seed(self.opt["manual_seed"])
+        """Every test set; returns each set's summary rows (one per temperature)."""
         return {key: self.run_set(key, opt_ds) for key, opt_ds in find_test_sets(self.opt).items()}
 
     def run_set(self, key: str, opt_ds: Dict[str, Any]) -> List[Row]:
@@ -69,22 +102,64 @@ class Tester:
             warnings.simplefilter("always")
             dataset = build_dataset(opt_ds, self.opt, key)
         self.relay(caught)
+        self.check_crop(key, dataset)
         out_dir = Path(self.opt["path"]["results_root"]) / opt_ds["name"]
-        rows: List[Row] = []
+        has_hq = any(hq for hq, _ in dataset.pairs)
+        if has_hq and self.lpips_note is None:
+            self.lpips, self.lpips_note = load_lpips(self.device)
+            if self.lpips_note:
+                self.report(self.lpips_note)
+        sources = [hq or lq for hq, lq in dataset.pairs]
+        table = ResultsTable(out_dir, [p.name for p in sources], self.settings(has_hq), self.overwrite)
+        finished = 0
         for i in tqdm(range(len(dataset)), desc=f"test {opt_ds['name']}", unit="image", dynamic_ncols=True):
-            rows += self.run_image(dataset, i, out_dir)
-        scored = [r for r in rows if "psnr_y" in r]
-        if not scored:
-            self.report(f"{len(rows)} result(s) in {out_dir} (no HQ images, so no metrics)")
-            return []
-        means = [mean_row([r for r in scored if r["temperature"] == t], t) for t in self.heats]
-        write_csv(out_dir / "metrics.csv", scored + means)
-        for row in means:
-            self.report(f"{opt_ds['name']} mean ({row['images']} images){describe(row)}")
-        self.report(f"results and metrics.csv in {out_dir}")
-        return means
+            files = [result_name(sources[i].stem, t, k) for t in self.heats for k in range(self.count(t))]
+            if not self.overwrite and table.done(sources[i].name, files,
+                                                 [cell(t) for t in self.heats if self.count(t) > 1]):
+                finished += 1
+                continue
+            try:
+                self.run_image(dataset, i, out_dir, table)
+            except OSError as e:  # a full or read-only disk: every file written so far is whole
+                raise ConfigError(f"{e}; the results of the images before {sources[i].name} are kept in {out_dir}: "
+                                  f"run test.py again (without --overwrite) to go on from there") from None
+        if finished:
+            self.report(f"{finished} image(s) already had their results in {out_dir}, kept (--overwrite redoes them)")
+        return self.finish(opt_ds["name"], out_dir, table, has_hq)
 
-    def run_image(self, dataset: Any, index: int, out_dir: Path) -> List[Row]:
+    def finish(self, name: str, out_dir: Path, table: ResultsTable, has_hq: bool) -> List[Row]:
+        """summary.csv, the printed table and the temperature-sweep plot."""
+        summary = table.summary([cell(t) for t in self.heats])
+        self.report(f"{name}: means per temperature (LR-PSNR worst: each image's worst sample, averaged)\n"
+                    + format_summary(summary))
+        if has_hq and self.lpips is None and any(self.count(t) > 1 for t in self.heats):
+            self.report("no diversity score: it needs LPIPS (see above); sample_std, the mean per-pixel standard "
+                        "deviation across samples (0-255), stands in for it")
+        sweep = sweep_figure(summary) if self.plots and self.heats != [None] else None
+        if sweep is not None:
+            save_figure(sweep, out_dir / "temperature_sweep.png", self.tensorboard_dir(),
+                        f"test/{name}/temperature_sweep")
+        self.report(f"results, metrics.csv and summary.csv in {out_dir}")
+        return summary
+
+    def check_crop(self, key: str, dataset: Any) -> None:
+        """`test.crop_border` must leave something of every HQ image (sizes from the files' headers)."""
+        for hq, _ in dataset.pairs:
+            try:
+                side = min(image_size(hq)) if hq else math.inf
+            except ValueError:  # unreadable: skipped with a note when its turn comes
+                continue
+            if 2 * self.crop >= side:
+                raise ConfigError(f"`test.crop_border` {self.crop} leaves nothing of {hq} (shorter side {side}) in "
+                                  f"`datasets.{key}`: set it below half the shorter side of the smallest image")
+
+    def tensorboard_dir(self) -> Optional[Path]:
+        if not self.opt.get("use_tb_logger") or importlib.util.find_spec("tensorboard") is None:
+            return None
+        return Path(self.opt["path"]["results_root"]) / "tb_logger"
+
+    def load_item(self, dataset: Any, index: int) -> Optional[Dict[str, Any]]:
+        """The dataset's item, or None (said) when its file cannot be decoded."""
         hq_path, lq_path = dataset.pairs[index]
         source = hq_path or lq_path
         for path in (hq_path, lq_path):
@@ -100,61 +175,85 @@ class Tester:
         self.relay(caught)
         if (item.get("hq_path") or item.get("lq_path")) != str(source):  # the set substituted another image
             self.report(f"skipping {source}: it cannot be decoded")
-            return []
-        lq, hq = item["lq"][None].to(self.device), item.get("hq")
-        rows = []
-        lr_enc = None if self.tile else conditioning(self.net, lq)  # one RRDB pass for every temperature
+            return None
+        return item
+
+    def run_image(self, dataset: Any, index: int, out_dir: Path, table: ResultsTable) -> None:
+        item = self.load_item(dataset, index)
+        if item is None:
+            return
+        source = Path(item.get("hq_path") or item["lq_path"])
+        lq = item["lq"][None].to(self.device)
+        hq = to_uint8(item["hq"]) if "hq" in item else None
+        torch.manual_seed(zlib.crc32(f"{self.opt['manual_seed']}/{source.name}".encode()))  # resumable draws
+        lr_enc = None if self.tile else conditioning(self.net, lq)  # one RRDB pass for every result
+        results: Dict[Optional[float], List[Result]] = {}
+        stats: List[Row] = []
         for t in self.heats:
-            result = super_resolve(self.net, lq, t or 0.0, tile=self.tile, overlap=self.overlap,
-                                   name=source.name, report=self.report, lr_enc=lr_enc)
-            suffix = "" if t is None else f"_t{t:g}"
-            write_image(out_dir / f"{source.stem}{suffix}.png", result.image[0])
-            row: Row = {"image": source.name, "temperature": t, "temperature_used": result.temperature,
-                        "diverged": result.diverged}
-            if hq is not None:
-                row.update(self.score(result.image[0].cpu(), hq))
-                self.report(f"{source.name}{describe(row)}")
-            rows.append(row)
-        return rows
+            results[t] = [self.result(lq, lr_enc, hq, source, t, k, out_dir) for k in range(self.count(t))]
+            if len(results[t]) > 1:
+                stats.append(as_row({"image": source.name, "temperature": t,
+                                     **sample_statistics([r[1] for r in results[t]], hq, self.lpips)}))
+            self.report(describe(source.name, t, [r[2] for r in results[t]]))
+        bicubic = to_uint8(imresize(item["lq"], scale=self.opt["scale"]).clamp(0, 1))
+        write_strip(out_dir / "comparisons" / f"{source.stem}.png", strip_rows(bicubic, results, hq, self.crop))
+        table.put(source.name, [r[2] for rs in results.values() for r in rs], stats)
 
-    def score(self, sr: torch.Tensor, hq: torch.Tensor) -> Row:
-        scores = {"psnr_y": psnr_y(sr, hq, self.crop), "ssim_y": ssim_y(sr, hq, self.crop)}
-        if self.lpips_note is None:
-            self.lpips, self.lpips_note = load_lpips(self.device)
-            if self.lpips_note:
-                self.report(self.lpips_note)
-        if self.lpips is not None:
-            scores["lpips"] = self.lpips(sr[None], hq[None])
-        return scores
-
-
-def describe(row: Row) -> str:
-    at = "" if row["temperature"] is None else f" t={row['temperature']:g}"
-    parts = [f"PSNR-Y {row['psnr_y']:.2f} dB", f"SSIM-Y {row['ssim_y']:.4f}"]
-    if "lpips" in row:
-        parts.append(f"LPIPS {row['lpips']:.4f}")
-    return f"{at}: " + ", ".join(parts)
+    def result(self, lq: torch.Tensor, lr_enc: Optional[tuple], hq: Any, source: Path, t: Optional[float],
+               k: int, out_dir: Path) -> Result:
+        """Super-resolve once, write the PNG, score it."""
+        sr = super_resolve(self.net, lq, t or 0.0, tile=self.tile, overlap=self.overlap, name=source.name,
+                           report=self.report, lr_enc=lr_enc)
+        image = to_uint8(sr.image[0])
+        file = result_name(source.stem, t, k)
+        write_image(out_dir / file, image)
+        row: Dict[str, Any] = {"file": file, "image": source.name, "temperature": t, "sample": k,
+                               "temperature_used": sr.temperature, "diverged": sr.diverged}
+        if hq is not None:
+            scores, missing = score(image, hq, self.opt["scale"], self.crop, self.lpips)
+            row.update(scores)
+            if missing and k == 0:
+                self.report(f"{source.name} is {hq.shape[0]}x{hq.shape[1]}, too small for: {', '.join(missing)}")
+        return file, image, as_row(row)
 
 
-def mean_row(rows: List[Row], temperature: Optional[float]) -> Row:
-    mean: Row = {"image": "mean", "temperature": temperature, "images": len(rows)}
-    for key in METRICS:
-        values = [r[key] for r in rows if key in r]
+def describe(image: str, temperature: Optional[float], rows: Sequence[Row]) -> str:
+    """One line per image and temperature: the means over its samples."""
+    at = "" if temperature is None else f" t={temperature:g}"
+    if len(rows) > 1:
+        at += f" ({len(rows)} samples, means)"
+    parts = []
+    for key, label, unit in (("psnr_y", "PSNR-Y", " dB"), ("ssim_y", "SSIM-Y", ""), ("psnr_rgb", "PSNR-RGB", " dB"),
+                             ("lr_psnr", "LR-PSNR", " dB"), ("lpips", "LPIPS", "")):
+        values = [float(r[key]) for r in rows if r.get(key, "") != ""]
         if values:
-            mean[key] = math.fsum(values) / len(values)
-    return mean
+            parts.append(f"{label} {math.fsum(values) / len(values):.{2 if unit else 4}f}{unit}")
+    return f"{image}{at}: " + (", ".join(parts) if parts else "written (no HQ image to score against)")
 
 
-def write_csv(path: Path, rows: List[Row]) -> None:
-    columns = ["image", "temperature", "temperature_used", "diverged"] + [m for m in METRICS if m in rows[0]]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as f:
-        writer = csv.DictWriter(f, columns, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
+def strip_rows(bicubic: Any, results: Dict[Optional[float], List[Result]], hq: Any, crop: int) -> List[List[Panel]]:
+    """bicubic | t=0 | the samples (up to STRIP_SAMPLES) | their per-pixel std | HQ: a row per temperature
+    above 0 (one row when there is none), each panel labelled with its temperature and Y-PSNR."""
+    def sr_panel(t: Optional[float], k: int, result: Result) -> Panel:
+        name = "SR" if t is None else f"t={t:g}" + (f" s{k}" if t else "")
+        return name, "" if hq is None else f"PSNR-Y {float(result[2]['psnr_y']):.2f} dB", result[1]
+
+    first = [("bicubic", "" if hq is None else f"PSNR-Y {psnr_y(bicubic, hq, crop):.2f} dB", bicubic)]
+    first += [sr_panel(t, 0, rs[0]) for t, rs in results.items() if not t]  # t=0, or the plain network's SR
+    last = [] if hq is None else [("HQ", "", hq)]
+    rows = []
+    for t, rs in results.items():
+        if not t:
+            continue
+        samples = [sr_panel(t, k, r) for k, r in enumerate(rs[:STRIP_SAMPLES])]
+        if len(rs) > 1:
+            spread, top = heat_map(std_map([r[1] for r in rs]).mean(axis=2))
+            samples.append((f"std t={t:g} ({len(rs)})", f"0 .. {top:.1f} (0-255)", spread))
+        rows.append(first + samples + last)
+    return rows or [first + last]
 
 
-def run_test(opt: Dict[str, Any], tile: Optional[int] = None,
+def run_test(opt: Dict[str, Any], tile: Optional[int] = None, overwrite: bool = False,
              report: Callable[[str], None] = tqdm.write) -> Dict[str, List[Row]]:
-    """Run test.py on a parsed recipe; returns each test set's mean rows."""
-    return Tester(opt, tile, report).run()
+    """Run test.py on a parsed recipe; returns each test set's summary rows."""
+    return Tester(opt, tile, overwrite, report).run()

@@ -7,16 +7,18 @@ A pipeline recipe lists stages; each names an ordinary training recipe plus `set
 `weights_from: STAGE` (they become `path.pretrain_model_generator`). Every stage trains in its own
 experiment folder `<pipeline>_<stage>` with `--resume auto`, so re-running the command after an
 interruption continues where it stopped and skips finished stages. A summary of the validation numbers
-is printed at the end.
+is printed at the end, and `experiments/<pipeline>/val_nll.png` plots the validation NLL across the stages
+(also to TensorBoard in `experiments/<pipeline>/tb_logger` when the last stage has `use_tb_logger` on).
 """
 import argparse
+import importlib.util
 import sys
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from trainer import checkpoint  # noqa: E402
+from inference.pictures import nll_figure, save_figure  # noqa: E402
 from trainer.trainer import Trainer  # noqa: E402
 from utils.cli import run_cli  # noqa: E402
 from utils.errors import ConfigError, closest  # noqa: E402
@@ -66,23 +68,41 @@ def run_stage(pipeline: str, stage: Dict[str, Any], done: Dict[str, Dict[str, An
             overrides.append("networks.generator.pretrain_rrdb=")  # the full weights replace it anyway
     overrides += [o.split(":", 1)[1] for o in extra if o.split(":", 1)[0] == stage["name"]]
     opt = parse_options(stage["recipe"], overrides)
-    last = Path(opt["path"]["training_state"]) / f"{opt['train']['niter']}.state"
-    if last.is_file() and final_weights(opt).is_file():
-        print(f"== stage `{stage['name']}` already finished ({last}); skipping")
-        history = checkpoint.load_file(last).get("metrics_history", [])
+    # A stage that finished earlier resumes at its end: nothing to train, its last validation runs again
+    # (a checkpoint is saved before its validation), and its history comes back whole.
+    trainer = Trainer(opt, resume="auto")
+    if trainer.it >= opt["train"]["niter"]:
+        print(f"== stage `{stage['name']}` already finished ({trainer.resume_path}); validating it only")
     else:
         print(f"== stage `{stage['name']}`: {stage['recipe']} {' '.join(overrides)}")
-        history = Trainer(opt, resume="auto").fit()
-    return {"opt": opt, "history": history}
+    return {"opt": opt, "history": trainer.fit()}
 
 
-def metric(history: List[Dict[str, Any]], suffix: str) -> List[float]:
-    """The values of the first metric whose name ends with `suffix`, in validation order."""
+def series(history: List[Dict[str, Any]], suffix: str) -> List[Tuple[int, float]]:
+    """(iteration, value) of the first metric whose name ends with `suffix`, in validation order."""
     for row in history:
         for key in row:
             if key.endswith(suffix):
-                return [r[key] for r in history if key in r]
+                return [(r["iter"], r[key]) for r in history if key in r]
     return []
+
+
+def metric(history: List[Dict[str, Any]], suffix: str) -> List[float]:
+    return [v for _, v in series(history, suffix)]
+
+
+def plot_nll(name: str, done: Dict[str, Dict[str, Any]]) -> str:
+    """Draw the validation NLL of every stage, one after another with their boundaries marked; say where."""
+    if importlib.util.find_spec("matplotlib") is None:
+        return "NLL plot skipped: matplotlib is not installed (pip install -r requirements.txt)"
+    last = list(done.values())[-1]["opt"]
+    folder = Path(last["path"]["experiments_root"]).parent / name
+    stages = [(stage, r["opt"]["train"]["niter"], series(r["history"], "/nll_bpd")) for stage, r in done.items()]
+    tensorboard = None
+    if last.get("use_tb_logger") and importlib.util.find_spec("tensorboard"):
+        tensorboard = folder / "tb_logger"
+    save_figure(nll_figure(stages), folder / "val_nll.png", tensorboard, "pipeline/val_nll_bpd")
+    return f"  validation NLL across the stages: {folder / 'val_nll.png'}"
 
 
 def summary(done: Dict[str, Dict[str, Any]]) -> str:
@@ -120,6 +140,7 @@ def main() -> int:
         for stage in spec["stages"]:
             done[stage["name"]] = run_stage(spec["name"], stage, done, args.set)
         print(summary(done))
+        print(plot_nll(spec["name"], done))
 
     return run_cli(pipeline)
 

@@ -89,3 +89,15 @@ def tiny_srflow_recipe(image_dirs, experiments_root, pretrain_rrdb=None, **train
         "dataset": {"paths": image_dirs["val"], "target_size": 32, "scale": 4, "eval": True}}}}
     recipe["val"] = {"heats": [0.0, 0.8], "samples": 2}
     return recipe
+
+
+@pytest.fixture(autouse=True)
+def no_downloads(monkeypatch):
+    """Nothing in the suite downloads: torch.hub (torchvision's weights, e.g. AlexNet for the optional LPIPS)
+    behaves as on a machine that is offline."""
+    import urllib.error
+
+    def offline(url, *args, **kwargs):
+        raise urllib.error.URLError(f"the test suite downloads nothing ({url})")
+
+    monkeypatch.setattr("torch.hub.download_url_to_file", offline)

@@ -64,6 +64,6 @@ def test_layouts_and_dtypes_agree():
 
 def test_rejects_bad_arguments():
     with pytest.raises(TypeError):
-        imresize(np.zeros((8, 8, 3), np.uint8), scale=0.5)
+        imresize(np.zeros((8, 8, 3), np.int32), scale=0.5)
     with pytest.raises(ValueError):
         imresize(RAMP, scale=0.5, size=(4, 4))

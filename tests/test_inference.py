@@ -12,7 +12,6 @@ import yaml
 
 from conftest import ROOT, tiny_rrdb_recipe
 from data.imresize import imresize
-from inference.lpips_metric import load_lpips
 from inference.model import load_generator, parse_inference_options, weights_path
 from inference.sr import conditioning, encode, lr_multiple, super_resolve
 from models import build_network, load_network_weights
@@ -160,14 +159,18 @@ def test_test_py_writes_results_and_its_metrics_equal_a_direct_computation(flow_
     with open(out / "metrics.csv") as f:
         rows = list(csv.DictReader(f))
     hq_files = sorted(Path(image_dirs["val"]).glob("*.png"))
-    assert [r["image"] for r in rows] == [p.name for p in hq_files for _ in (0, 1)] + ["mean", "mean"]
-    for row in rows[:-2]:
+    assert [r["image"] for r in rows] == [p.name for p in hq_files for _ in (0, 1)]  # t=0 and t=0.5, one each
+    for row in rows:
+        assert row["file"] == f"{Path(row['image']).stem}_t{float(row['temperature']):g}_s0.png"
         hq = read_image(Path(image_dirs["val"]) / row["image"])
-        sr = read_image(out / f"{Path(row['image']).stem}_t{float(row['temperature']):g}.png")
+        sr = read_image(out / row["file"])
         assert float(row["psnr_y"]) == pytest.approx(psnr_y(sr, hq, 4), abs=1e-9)
         assert float(row["ssim_y"]) == pytest.approx(ssim_y(sr, hq, 4), abs=1e-9)
-    mean_t0 = np.mean([float(r["psnr_y"]) for r in rows[:-2] if float(r["temperature"]) == 0])
-    assert float(rows[-2]["psnr_y"]) == pytest.approx(mean_t0)
+    with open(out / "summary.csv") as f:
+        summary = list(csv.DictReader(f))
+    mean_t0 = np.mean([float(r["psnr_y"]) for r in rows if float(r["temperature"]) == 0])
+    assert [float(r["temperature"]) for r in summary] == [0.0, 0.5]
+    assert float(summary[0]["psnr_y"]) == pytest.approx(mean_t0)
     assert "PSNR-Y" in capsys.readouterr().out
 
 
@@ -188,13 +191,18 @@ def test_rrdb_on_an_lq_folder_with_grey_rgba_and_corrupt_files(image_dirs, tmp_p
     recipe["path"]["pretrain_model_generator"] = save_random_weights(recipe, tmp_path / "rrdb.pth")
     messages = []
     from inference.test_runner import run_test
-    assert run_test(parse_inference_options(recipe), report=messages.append) == {"test": []}
+    summary = run_test(parse_inference_options(recipe), report=messages.append)["test"]
+    assert [(r["temperature"], r["images"]) for r in summary] == [("", "3")]  # a plain SR net: no temperature
     text = "\n".join(messages)
     assert "b_grey.png: grey, converted to RGB" in text and "c_alpha.png: alpha channel dropped" in text
     assert "skipping" in text and "d_truncated.png" in text and "e_garbage.png" in text
-    written = sorted(p.name for p in (tmp_path / "results" / "mine").iterdir())
-    assert written == ["a_colour.png", "b_grey.png", "c_alpha.png"]
-    assert read_image(tmp_path / "results" / "mine" / "b_grey.png").shape == (84, 76, 3)
+    out = tmp_path / "results" / "mine"
+    assert sorted(p.name for p in out.glob("*.png")) == ["a_colour.png", "b_grey.png", "c_alpha.png"]
+    assert read_image(out / "b_grey.png").shape == (84, 76, 3)
+    with open(out / "metrics.csv") as f:  # no HQ images: the rows name the files, and no metric columns
+        rows = list(csv.DictReader(f))
+    assert [r["file"] for r in rows] == ["a_colour.png", "b_grey.png", "c_alpha.png"] and "psnr_y" not in rows[0]
+    assert sorted(p.name for p in (out / "comparisons").iterdir()) == ["a_colour.png", "b_grey.png", "c_alpha.png"]
 
 
 def test_weights_come_from_the_newest_checkpoint_else_a_clear_error(flow_setup, tmp_path, capsys):
@@ -213,12 +221,6 @@ def test_weights_come_from_the_newest_checkpoint_else_a_clear_error(flow_setup, 
     assert weights_path(opt, "generator") == models / "20_generator_ema.pth"
     assert run_test_py("-opt", "no_such_recipe.yml") == 2
     assert "not found" in capsys.readouterr().err
-
-
-def test_lpips_is_optional_and_never_downloads(tmp_path, monkeypatch):
-    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))  # an empty cache
-    metric, why = load_lpips(torch.device("cpu"))
-    assert metric is None and ("not installed" in why or "nothing downloads" in why)
 
 
 @pytest.mark.parametrize("test_recipe, train_recipe", [

@@ -4,10 +4,13 @@ import numpy as np
 import pytest
 import skimage.data
 import torch
-from skimage.metrics import structural_similarity
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
+from data.lr_consistency import lr_psnr
 from utils.image import rgb_to_y
-from utils.metrics import psnr_y, ssim_y
+from utils.metrics import psnr_rgb, psnr_y, ssim_rgb, ssim_rgb_fits, ssim_y, ssim_y_fits
+
+PHOTOS = ["astronaut", "chelsea", "coffee"]
 
 
 def _grey(value, h=16, w=16):
@@ -50,7 +53,7 @@ def test_ssim_of_identical_images_is_one():
     assert ssim_y(img, img) == pytest.approx(1.0, abs=1e-12)
 
 
-@pytest.mark.parametrize("name", ["astronaut", "chelsea", "coffee"])
+@pytest.mark.parametrize("name", PHOTOS)
 def test_ssim_agrees_with_skimage(name):
     hq = getattr(skimage.data, name)()[:160, :200]
     noise = np.random.default_rng(1).normal(0, 12, hq.shape)
@@ -60,3 +63,74 @@ def test_ssim_agrees_with_skimage(name):
     ours = ssim_y(sr, hq, crop_border=4)
     assert 0.3 < ours < 0.95
     assert ours == pytest.approx(reference, abs=1e-3)
+
+
+def _noisy_photo(name, h=160, w=200, std=12.0, seed=1):
+    hq = getattr(skimage.data, name)()[:h, :w]
+    sr = np.clip(np.round(hq + np.random.default_rng(seed).normal(0, std, hq.shape)), 0, 255).astype(np.uint8)
+    return sr, hq
+
+
+@pytest.mark.parametrize("name", PHOTOS)
+def test_rgb_metrics_are_the_official_srflow_measure(name):
+    """SRFlow's Measure: psnr(a, b) and ssim(a, b, multichannel=True) of skimage on uint8 RGB, no crop."""
+    sr, hq = _noisy_photo(name)
+    assert psnr_rgb(sr, hq) == pytest.approx(peak_signal_noise_ratio(hq, sr), abs=1e-9)
+    reference = structural_similarity(sr, hq, channel_axis=-1)  # skimage's defaults, data range 255 from uint8
+    assert 0.3 < ssim_rgb(sr, hq) < 0.95
+    assert ssim_rgb(sr, hq) == pytest.approx(reference, abs=1e-9)
+    as_tensor = torch.from_numpy(sr).permute(2, 0, 1).float() / 255
+    assert psnr_rgb(as_tensor, hq) == pytest.approx(psnr_rgb(sr, hq), abs=1e-9)
+
+
+def _cubic(x):
+    x = np.abs(x)
+    far = -0.5 * x ** 3 + 2.5 * x ** 2 - 4 * x + 2
+    return np.where(x <= 1, 1.5 * x ** 3 - 2.5 * x ** 2 + 1, np.where(x <= 2, far, 0))
+
+
+def matlab_shrink_uint8(img, factor):
+    """Reference: MATLAB's imresize(uint8 image, 1/factor) written out output pixel by output pixel: the
+    antialiased cubic kernel, mirrored edges, normalised weights, rows then columns, uint8 after each pass."""
+    out = img.astype(np.float64)
+    for axis in (0, 1):
+        n = out.shape[axis]
+        lines = []
+        for i in range(1, math.ceil(n / factor) + 1):
+            u = i * factor + 0.5 * (1 - factor)  # the output pixel's centre in 1-based input coordinates
+            taps = np.arange(math.floor(u - 2 * factor), math.ceil(u + 2 * factor) + 1)
+            weights = _cubic((u - taps) / factor)
+            weights /= weights.sum()
+            zero_based = taps - 1
+            mirrored = np.where(zero_based < 0, -zero_based - 1,  # symmetric padding on both sides
+                                np.where(zero_based >= n, 2 * n - zero_based - 1, zero_based))
+            lines.append(np.tensordot(weights, np.take(out, mirrored, axis=axis), axes=(0, axis)))
+        out = np.clip(np.round(np.stack(lines, axis=axis)), 0, 255)
+    return out.astype(np.uint8)
+
+
+@pytest.mark.parametrize("name", PHOTOS)
+@pytest.mark.parametrize("scale", [4, 8])
+def test_lr_psnr_is_the_challenge_measure(name, scale):
+    sr, hq = _noisy_photo(name, std=20)
+    expected = peak_signal_noise_ratio(matlab_shrink_uint8(hq, scale), matlab_shrink_uint8(sr, scale))
+    assert lr_psnr(sr, hq, scale) == pytest.approx(expected, abs=1e-9)
+    assert lr_psnr(sr, hq, scale) > psnr_rgb(sr, hq) + 5  # downscaling averages the noise away
+    assert lr_psnr(hq, hq, scale) == math.inf
+
+
+def test_ssim_on_images_smaller_than_its_window_is_refused_not_nan():
+    rng = np.random.default_rng(2)
+    for side, why in ((16, "smaller than the 11x11 SSIM window"), (8, "crop_border 4 leaves nothing")):
+        a, b = rng.integers(0, 256, (2, side, side, 3), dtype=np.uint8)
+        assert not ssim_y_fits(side, side, crop_border=4)
+        with pytest.raises(ValueError, match=why):
+            ssim_y(a, b, crop_border=4)
+    with pytest.raises(ValueError, match="crop_border 4 leaves nothing"):
+        psnr_y(a, b, crop_border=4)
+    assert ssim_y_fits(19, 30, crop_border=4) and not ssim_y_fits(18, 30, crop_border=4)
+    a, b = rng.integers(0, 256, (2, 7, 9, 3), dtype=np.uint8)
+    assert ssim_rgb_fits(7, 9) and not ssim_rgb_fits(6, 9)
+    assert ssim_rgb(a, b) == pytest.approx(structural_similarity(a, b, channel_axis=-1), abs=1e-9)
+    with pytest.raises(ValueError, match="7x7 SSIM window"):
+        ssim_rgb(a[:6], b[:6])

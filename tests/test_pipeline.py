@@ -4,6 +4,7 @@ import importlib.util
 import yaml
 
 from conftest import ROOT, tiny_rrdb_recipe, tiny_srflow_recipe
+from utils.image import read_image
 
 spec = importlib.util.spec_from_file_location("pipeline", ROOT / "scripts" / "train_srflow_pipeline.py")
 pipeline = importlib.util.module_from_spec(spec)
@@ -31,10 +32,14 @@ def test_three_stages_hand_off_and_resume(image_dirs, tmp_path, monkeypatch, cap
     for stage in ("rrdb", "flow", "joint"):
         assert (tmp_path / "experiments" / f"p_{stage}" / "models" / "4_generator.pth").is_file()
     assert "pipeline summary" in out and "val NLL (bits/dim)" in out and "t=0 PSNR of the last stage" in out
+    plot = tmp_path / "experiments" / "p" / "val_nll.png"
+    assert "experiments/p/val_nll.png" in out and read_image(plot).shape[1] > 400  # written, readable
 
+    written = {p: p.stat().st_mtime_ns for p in (tmp_path / "experiments").rglob("*.pth")}
     assert pipeline.main() == 0  # everything finished: nothing is trained again
     out = capsys.readouterr().out
     assert out.count("already finished") == 3
+    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "experiments").rglob("*.pth")} == written
 
 
 def test_a_stage_naming_an_unknown_stage_is_a_clear_error(tmp_path, monkeypatch, capsys):

@@ -1,16 +1,21 @@
-"""Y-PSNR/SSIM of the generator on a validation set, beside bicubic; SRFlow is scored per temperature."""
+"""Y-PSNR/SSIM and LR-PSNR of the generator on a validation set, beside bicubic; SRFlow is scored per
+temperature. Images too small for SSIM are found when the evaluator is built and left out with a warning."""
 from typing import Any, Dict, List
 
 import torch
 from torchvision.utils import make_grid
 
 from data import build_dataloader, build_dataset
+from data.image_folder import image_size, warn_skip
 from data.imresize import imresize
+from data.lr_consistency import lr_psnr
 from models import is_flow
 from trainer.injectors import as_list, build_injectors
 from trainer.step import unwrap
 from trainer.evaluators import EVALUATORS
-from utils.metrics import psnr_y, ssim_y
+from utils.errors import ConfigError
+from utils.image import to_uint8
+from utils.metrics import SSIM_Y_WINDOW, psnr_y, ssim_y, ssim_y_fits
 
 VISUAL_IMAGES = 2  # validation images saved as grids each time
 
@@ -37,6 +42,29 @@ class SRMetrics:
         self.max_images = opt["val"]["max_images"]
         self.injectors = [inj for name, step in opt["steps"].items()
                           for inj in build_injectors(step["injectors"], env, f"steps.{name}.injectors")]
+        self.check_sizes(dataset, opt_eval["dataset"])
+
+    def check_sizes(self, dataset: Any, opt_dataset: Dict[str, Any]) -> None:
+        """Warn now about each validated image too small for SSIM-Y after the border crop (validation leaves
+        it out); all of them too small is an error. Sizes come from the file headers, trimmed as the dataset
+        trims them (to target_size, or to multiples of scale * force_multiple)."""
+        files = [hq for hq, _ in dataset.pairs] if hasattr(dataset, "pairs") else list(dataset.files)
+        files = files[:self.max_images] if self.max_images else files
+        step = self.scale * (opt_dataset.get("force_multiple") or 1)
+        small = 0
+        for path in files:
+            if path is None:
+                continue
+            h, w = (opt_dataset["target_size"],) * 2 if opt_dataset.get("target_size") else image_size(path)
+            h, w = h - h % step, w - w % step
+            if not ssim_y_fits(h, w, self.scale):
+                small += 1
+                warn_skip(path, f"validation leaves it out: {h}x{w} (as validated) is too small for SSIM "
+                                f"({SSIM_Y_WINDOW} pixels a side after cropping the {self.scale}-pixel border)")
+        if files and small == len(files):
+            need = SSIM_Y_WINDOW + 2 * self.scale
+            raise ConfigError(f"`datasets.{self.name}`: every validation image is smaller than SSIM needs "
+                              f"({need}x{need} at scale {self.scale}): validate on larger images")
 
     def outputs(self, net: torch.nn.Module, lq: torch.Tensor, hq: torch.Tensor) -> Dict[str, List[torch.Tensor]]:
         """Named SR outputs (a list of samples each) for one batch."""
@@ -73,17 +101,13 @@ class SRMetrics:
                 if self.max_images and i >= self.max_images:
                     break
                 hq = batch["hq"].to(self.env["device"])
+                if not ssim_y_fits(*hq.shape[-2:], self.scale):  # warned about when built
+                    warn_skip(batch["hq_path"][0], "validation leaves it out: it is too small for SSIM")
+                    continue
                 lq = batch["lq"].to(self.env["device"])
                 bicubic = imresize(lq, scale=self.scale).clamp(0, 1)
                 outputs = {"_bicubic": [bicubic], **self.outputs(net, lq, hq)}
-                for key, samples in outputs.items():
-                    for b in range(hq.shape[0]):
-                        psnrs = [psnr_y(s[b], hq[b], self.scale) for s in samples]
-                        ssims = [ssim_y(s[b], hq[b], self.scale) for s in samples]
-                        _add(sums, f"psnr{key}", sum(psnrs) / len(psnrs))
-                        _add(sums, f"ssim{key}", sum(ssims) / len(ssims))
-                        if len(samples) > 1:
-                            _add(sums, f"diversity{key}", float(torch.stack([s[b] for s in samples]).std(0).mean()))
+                self.score(outputs, hq, sums)
                 count += hq.shape[0]
                 if i < VISUAL_IMAGES:
                     row = [bicubic[0]] + [s[0] for k, v in outputs.items() if k != "_bicubic" for s in v]
@@ -92,6 +116,19 @@ class SRMetrics:
         finally:
             net.train(was_training)
         return {f"{self.name}/{k}": v / max(count, 1) for k, v in sums.items()}
+
+
+    def score(self, outputs: Dict[str, List[torch.Tensor]], hq: torch.Tensor, sums: Dict[str, float]) -> None:
+        """Add each output's PSNR, SSIM and LR-PSNR (means over its samples) and the spread of its samples."""
+        for b in range(hq.shape[0]):
+            target = to_uint8(hq[b])
+            for key, samples in outputs.items():
+                images = [to_uint8(s[b]) for s in samples]
+                for metric, fn in (("psnr", psnr_y), ("ssim", ssim_y)):
+                    _add(sums, f"{metric}{key}", sum(fn(img, target, self.scale) for img in images) / len(images))
+                _add(sums, f"lr_psnr{key}", sum(lr_psnr(img, target, self.scale) for img in images) / len(images))
+                if len(samples) > 1:
+                    _add(sums, f"diversity{key}", float(torch.stack([s[b] for s in samples]).std(0).mean()))
 
 
 def _add(sums: Dict[str, float], key: str, value: float) -> None:
