@@ -3,10 +3,8 @@
 A checkpoint at iteration N is `models/N_<network>.pth` (plain state dicts, loadable on their own) plus
 `training_state/N.state`. The state file is written last, so its presence marks a complete checkpoint.
 """
-import os
 import random
 import re
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
@@ -14,27 +12,13 @@ import numpy as np
 import torch
 
 from utils.errors import ConfigError
+from utils.files import atomic_path
 
 
 def atomic_save(obj: Any, path: Path) -> None:
-    """torch.save to a temporary file in the same folder, fsync, then rename over `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    """torch.save through a temporary file in the same folder, fsynced, then renamed over `path`."""
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def load_file(path: Path) -> Any:
