@@ -110,6 +110,25 @@ def test_auto_unfreeze_when_the_metric_plateaus(image_dirs, tmp_path):
     assert trainer.networks["generator"].train_rrdb
 
 
+def test_auto_unfreeze_memory_survives_a_resume(image_dirs, tmp_path):
+    """Stopped between the validation that set the best and the one that unfreezes: the resumed run
+    unfreezes at the same validation as an uninterrupted one."""
+    def run(root, niter, resume=None):
+        recipe = tiny_srflow_recipe(image_dirs, root, niter=niter, val_freq=4)
+        recipe["train"]["auto_unfreeze"] = {"metric": "nll_bpd", "patience": 2, "min_delta": 1e9}
+        recipe["logger"]["save_checkpoint_freq"] = 4
+        trainer = Trainer(parse_options(recipe), resume=resume)
+        steps = unfreeze_steps(trainer)
+        trainer.fit()
+        return steps, trainer
+
+    straight, _ = run(tmp_path / "straight", 16)
+    run(tmp_path / "split", 8)
+    resumed, trainer = run(tmp_path / "split", 16, resume="auto")
+    assert straight == resumed == [12]
+    assert trainer.networks["generator"].train_rrdb
+
+
 class FixedLatents(torch.nn.Module):
     """Stands in for a flow: returns the same latents for every batch."""
 

@@ -10,12 +10,13 @@ from torch import nn
 from tqdm import tqdm
 
 from data import build_dataloader, build_dataset
-from models import build_network, is_flow, load_network_weights
+from models import build_network, load_network_weights
 from trainer import checkpoint, recipe_changes, run_folder
 from trainer.ema import EMA
 from trainer.injectors import active
 from trainer.evaluators import build_evaluators
 from trainer.logger import RunLogger
+from trainer.rrdb_freezing import RRDBFreezing, find_unused
 from trainer.schedulers import build_lr_schedule
 from trainer.step import Step, unwrap
 from trainer.stop_signals import StopSignals
@@ -102,7 +103,7 @@ class Trainer:
         self.lineage: List[Dict[str, Any]] = []  # this run's checkpoints: the only ones it may prune
         self.saved_at: Optional[int] = None
         self.metrics_history: List[Dict[str, Any]] = []
-        self.plateau: Dict[str, Any] = {"best": None, "stale": 0}  # auto_unfreeze's memory
+        self.freezing = RRDBFreezing(opt, self.networks)
         if resume_state is not None:
             self._load_training_state(self.resume_path, resume_state)
         else:
@@ -165,8 +166,7 @@ class Trainer:
         if self.opt["dist"] and any(p.requires_grad for p in net.parameters()):
             # A trainable RRDB inside a flow has outputs (the HR branch) the NLL never reads: DDP must not
             # wait for their gradients. Frozen, it is outside DDP and every flow parameter gets one.
-            find_unused = is_flow(net) and net.train_rrdb
-            self.networks[name] = dist.wrap_ddp(net, self.device, find_unused=find_unused)
+            self.networks[name] = dist.wrap_ddp(net, self.device, find_unused=find_unused(net))
 
     # ------------------------------------------------------------------------------------ checkpoints
     def _load_training_state(self, path: Path, state: Dict[str, Any]) -> None:
@@ -180,10 +180,11 @@ class Trainer:
             if name in state.get("ema", {}):
                 ema.load_state_dict(state["ema"][name])
         self.env["step"] = self.it = state["iter"]
-        for name in state.get("unfrozen", []):
-            self._check_may_stay_unfrozen(name)
+        # Older checkpoints kept the policy's memory at the top level.
+        for name in self.freezing.resumed(state.get("freezing", state), self.it):
             self.unfreeze(name, "", announce=False)
-        self._apply_unfreeze_schedule(announce=False)
+        for name, reason in self.freezing.at_iteration(self.it):
+            self.unfreeze(name, reason, announce=False)
         for step in self.steps:
             if step.name in state["steps"]:
                 step.load_state_dict(state["steps"][step.name])
@@ -193,7 +194,6 @@ class Trainer:
         self.epoch = state["epoch"]
         self.sample_in_epoch = state.get("sample_in_epoch", state.get("batch_in_epoch", 0) * batch)
         self.metrics_history = list(state.get("metrics_history", []))
-        self.plateau = dict(state.get("plateau", self.plateau))
         self.lineage = [e for e in state.get("lineage", []) if e["iter"] <= self.it]
         rngs = state["rng"]  # one per process of the run that saved it
         checkpoint.set_rng_state(rngs[min(dist.rank(), len(rngs) - 1)])
@@ -205,16 +205,6 @@ class Trainer:
             moved = run_folder.supersede(self.root, newer)
             self.log.info(f"{len(newer)} checkpoint files newer than iteration {self.it} were moved to {moved}, "
                           "so that this run does not overwrite them")
-
-    def _check_may_stay_unfrozen(self, name: str) -> None:
-        """A checkpoint whose RRDB trains cannot be frozen again by the resumed recipe."""
-        o, train = self.opt["networks"][name], self.opt["train"]
-        delay = o.get("train_RRDB_delay")
-        if o.get("train_RRDB") or (train.get("auto_unfreeze") or {}).get("network") == name \
-                or (delay is not None and self.it > int(delay * train["niter"])):
-            return
-        raise ConfigError(f"`networks.{name}.train_RRDB` is false, but the checkpoint at iteration {self.it} "
-                          "already trains the RRDB; a resumed run cannot freeze it again (set it to true)")
 
     def _last_good_checkpoint(self, before: Optional[int] = None) -> str:
         """'the newest good checkpoint is PATH' for the run's newest checkpoint (before iteration `before`)."""
@@ -236,8 +226,7 @@ class Trainer:
             "rng": rng,
             "ema": {n: e.state_dict() for n, e in self.emas.items()},
             "metrics_history": self.metrics_history,
-            "plateau": self.plateau,
-            "unfrozen": [n for n, net in self.networks.items() if getattr(unwrap(net), "train_rrdb", False)],
+            "freezing": self.freezing.state_dict(),
             "opt": recipe_changes.plain(self.opt),
         }
         weights = {n: unwrap(net).state_dict() for n, net in self.networks.items()}
@@ -258,20 +247,10 @@ class Trainer:
         self.log.info(f"saved checkpoint {path}")
 
     # ------------------------------------------------------------------------------------ freezing
-    def _apply_unfreeze_schedule(self, announce: bool = True) -> None:
-        """`train_RRDB_delay`: the RRDB is frozen for the first int(delay * niter) iterations and trains from
-        the next one on, as in the official SRFlow code."""
-        for name, opt_net in self.opt["networks"].items():
-            delay = opt_net.get("train_RRDB_delay")
-            frozen = not getattr(unwrap(self.networks[name]), "train_rrdb", True)
-            if delay is not None and frozen and self.it > int(delay * self.opt["train"]["niter"]):
-                self.unfreeze(name, f"train_RRDB_delay {delay}", announce)
-
     def unfreeze(self, name: str, reason: str, announce: bool = True) -> None:
-        net = unwrap(self.networks[name])
-        if not hasattr(net, "set_train_rrdb") or getattr(net, "train_rrdb", True):
+        """Carry out the freeze policy's decision: the network's RRDB trains from now on."""
+        if not self.freezing.unfreeze(self.networks[name]):
             return
-        net.set_train_rrdb(True)
         self._wrap(name)
         added = sum(step.add_trainable_parameters() for step in self.steps if name in step.networks)
         if announce:
@@ -321,7 +300,8 @@ class Trainer:
                 while self.it < niter and not stops.stop_requested():
                     self.it += 1
                     self.env["step"] = self.it
-                    self._apply_unfreeze_schedule()
+                    for name, reason in self.freezing.at_iteration(self.it):
+                        self.unfreeze(name, reason)
                     logs = self.train_step(self.to_device(next(data)))
                     bar.update(1)
                     bar.set_postfix({k.split("/")[-1]: f"{v:.4g}" for k, v in logs.items()}, refresh=False)
@@ -415,29 +395,9 @@ class Trainer:
             self.log.info(f"validation at iter {self.it}: " + ", ".join(f"{k} {v:.4f}" for k, v in metrics.items()))
             self.logger.scalars(metrics, self.it, "val/")
         self.metrics_history.append({"iter": self.it, **metrics})
-        self._auto_unfreeze(metrics)
+        for name, reason in self.freezing.after_validation(metrics):
+            self.unfreeze(name, reason)
         return metrics
-
-    def _auto_unfreeze(self, metrics: Dict[str, float]) -> None:
-        """`train.auto_unfreeze`: unfreeze the RRDB once the watched metric stops improving."""
-        rule = self.opt["train"].get("auto_unfreeze")
-        key = next((k for k in metrics if k == rule["metric"] or k.endswith("/" + rule["metric"])), None) \
-            if rule else None
-        if key is None:
-            return
-        net = unwrap(self.networks[rule["network"]])
-        if getattr(net, "train_rrdb", True):
-            return
-        value, best = metrics[key], self.plateau.get("best")
-        lower_is_better = rule["mode"] == "min" or (rule["mode"] == "auto" and "nll" in rule["metric"].lower())
-        gain = (best - value if lower_is_better else value - best) if best is not None else float("inf")
-        if gain > rule["min_delta"]:
-            self.plateau = {"best": value, "stale": 0}
-        else:
-            self.plateau["stale"] += 1
-        if self.plateau["stale"] >= rule["patience"]:
-            self.unfreeze(rule["network"], f"auto_unfreeze: {rule['metric']} did not improve by more than "
-                                           f"{rule['min_delta']} for {rule['patience']} validations")
 
 
 def _psnr_summary(metrics: Dict[str, Any]) -> str:
