@@ -12,12 +12,14 @@ import skimage.data
 
 from utils.errors import ConfigError, closest
 from utils.image import to_uint8, write_image
+from utils.options import BUILTIN_PREFIX
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-BUILTIN_PREFIX = "builtin:"
-# Photos (RGB, >= 300 px a side) that are files inside the scikit-image wheel, so loading never downloads.
-# Validation uses lossless PNG originals only: JPEG block artefacts in a ground truth penalise any sharp SR.
-TRAIN_PHOTOS = ("astronaut", "hubble_deep_field", "immunohistochemistry", "rocket", "stereo_motorcycle")
+# Every colour photo that is a file inside the scikit-image wheel (so loading never downloads), validation's
+# excepted; stereo_motorcycle is its left view (the right one shows the same scene). Not photos, so not here:
+# colorwheel, logo. Validation uses lossless PNG originals only: JPEG block artefacts in a ground truth penalise
+# any sharp SR.
+TRAIN_PHOTOS = ("astronaut", "hubble_deep_field", "immunohistochemistry", "retina", "rocket", "stereo_motorcycle")
 VAL_PHOTOS = ("chelsea", "coffee")
 SPLITS = (("train", TRAIN_PHOTOS), ("val", VAL_PHOTOS))
 

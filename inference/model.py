@@ -8,6 +8,7 @@ from torch import nn
 
 from models import build_network, load_network_weights
 from trainer.checkpoint import find_resume_state, load_file
+from utils.dist import pick_device  # noqa: F401  (inference's device rule is the trainer's)
 from utils.errors import ConfigError
 from utils.options import find_recipe, load_yaml, parse_options
 
@@ -34,17 +35,6 @@ def generator_name(opt: Dict[str, Any]) -> str:
         return names[0]
     raise ConfigError(f"the recipe has no network named `generator` and several others ({', '.join(names)}); "
                       f"rename the one to use to `generator`")
-
-
-def pick_device(opt: Dict[str, Any], device: Optional[str] = None) -> torch.device:
-    """`device` when given (cpu or cuda), else CUDA when the recipe's gpu_ids ask for it and it is there."""
-    if device not in (None, "cpu", "cuda"):
-        raise ConfigError(f"device must be cpu or cuda, got `{device}`")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device cuda was asked for, but CUDA is not available here")
-    if device == "cpu" or (device is None and not (opt["gpu_ids"] and torch.cuda.is_available())):
-        return torch.device("cpu")
-    return torch.device("cuda", opt["gpu_ids"][0] if opt["gpu_ids"] else 0)
 
 
 def weights_path(opt: Dict[str, Any], name: str, checkpoint: Optional[str] = None) -> Path:

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from conftest import ROOT, tiny_rrdb_recipe, tiny_srflow_recipe
+from trainer.context import RunContext
 from trainer.evaluators.flow_gaussian_nll import FlowGaussianNLL
 from trainer.trainer import Trainer
 from utils.options import parse_options
@@ -148,7 +149,7 @@ def test_gaussian_evaluator_equals_a_hand_computation(image_dirs, tmp_path):
     g = torch.Generator().manual_seed(0)
     latents = [torch.randn(2, 6, 4, 4, generator=g) * 2, torch.randn(2, 12, 2, 2, generator=g)]
     opt = parse_options(tiny_srflow_recipe(image_dirs, tmp_path))
-    env = {"opt": opt, "networks": {"generator": FixedLatents(latents)}, "device": torch.device("cpu")}
+    env = RunContext(opt, {"generator": FixedLatents(latents)}, torch.device("cpu"))
     metrics = FlowGaussianNLL("gaussian", opt["eval"]["evaluators"]["gaussian"], env).evaluate(0)
     # Two validation images, batch size 2: one batch. Per level: log N(z; 0, 1) summed per image, batch mean.
     per_level = [(-0.5 * torch.log(torch.tensor(2 * torch.pi)) - 0.5 * z ** 2).sum(dim=(1, 2, 3)).mean()

@@ -10,6 +10,7 @@ import torch
 
 from conftest import smooth_image, tiny_srflow_recipe
 from models import build_network
+from trainer.context import RunContext
 from trainer.evaluators import build_evaluators
 from trainer.evaluators.flow_gaussian_nll import FlowGaussianNLL, dequantise
 from trainer.trainer import Trainer
@@ -59,7 +60,7 @@ class GaussianFlow(torch.nn.Module):
 def test_bits_per_dim_equal_the_exact_probability_of_the_8_bit_image(image_dirs, tmp_path):
     opt = parse_options(tiny_srflow_recipe(image_dirs, tmp_path))
     flow = GaussianFlow(mean=0.45, sigma=0.2)
-    env = {"opt": opt, "networks": {"generator": flow}, "device": torch.device("cpu")}
+    env = RunContext(opt, {"generator": flow}, torch.device("cpu"))
     evaluator = FlowGaussianNLL("gaussian", opt["eval"]["evaluators"]["gaussian"], env)
     metrics = evaluator.evaluate(0)
     normal = torch.distributions.Normal(torch.tensor(flow.mean, dtype=torch.float64), flow.sigma)
@@ -97,8 +98,7 @@ def test_validation_sets_skip_images_too_small_when_built(tmp_path):
     recipe = tiny_srflow_recipe(dirs, tmp_path / "experiments")
     recipe["datasets"]["val"]["force_multiple"] = 1
     opt = parse_options(recipe)
-    env = {"opt": opt, "networks": {"generator": build_network(opt["networks"]["generator"], opt)},
-           "device": torch.device("cpu")}
+    env = RunContext(opt, {"generator": build_network(opt["networks"]["generator"], opt)}, torch.device("cpu"))
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         sr, gaussian = build_evaluators(opt, env)
@@ -113,7 +113,7 @@ def test_validation_sets_skip_images_too_small_when_built(tmp_path):
 
 def test_evaluator_dataset_mistakes_name_the_evaluator(image_dirs, tmp_path):
     opt = parse_options(tiny_srflow_recipe(image_dirs, tmp_path))
-    env = {"opt": opt, "networks": {"generator": GaussianFlow(0.5, 0.2)}, "device": torch.device("cpu")}
+    env = RunContext(opt, {"generator": GaussianFlow(0.5, 0.2)}, torch.device("cpu"))
     opt_eval = opt["eval"]["evaluators"]["gaussian"]
     with pytest.raises(ConfigError, match=r"`eval.evaluators.gaussian.dataset.target_size` is required with "
                                           r"`eval.evaluators.gaussian.batch_size` 2"):

@@ -3,14 +3,12 @@ from typing import Any, Dict, List
 
 import torch
 
+from trainer.context import RunContext
 from utils.errors import ConfigError
+from utils.options import as_list
 from utils.registry import Registry
 
 INJECTORS = Registry("injector")
-
-
-def as_list(value: Any) -> List[Any]:
-    return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
 def active(opt: Dict[str, Any], it: int) -> bool:
@@ -20,7 +18,7 @@ def active(opt: Dict[str, Any], it: int) -> bool:
 
 
 class Injector:
-    def __init__(self, name: str, opt: Dict[str, Any], env: Dict[str, Any]):
+    def __init__(self, name: str, opt: Dict[str, Any], env: RunContext):
         self.name, self.opt, self.env = name, opt, env
         # Set by the step when no loss depends on this injector's outputs (e.g. samples for visuals):
         # it then runs without building a graph, and outside DistributedDataParallel.
@@ -49,7 +47,7 @@ class GeneratorInjector(Injector):
     """Calls network `generator` with positional arguments from `in:` and names its outputs by `out:`."""
 
     def __call__(self, state: Dict[str, Any]) -> Dict[str, Any]:
-        net = self.env["networks"][self.opt["generator"]]
+        net = self.env.networks[self.opt["generator"]]
         if hasattr(net, "module") and (self.opt.get("method") or not self.feeds_loss):
             net = net.module
         method = getattr(net, self.opt["method"]) if self.opt.get("method") else net
@@ -68,5 +66,5 @@ class GeneratorInjector(Injector):
         return dict(zip(self.opt["out"], results))
 
 
-def build_injectors(opt_injectors: Dict[str, Dict[str, Any]], env: Dict[str, Any], where: str) -> List[Injector]:
+def build_injectors(opt_injectors: Dict[str, Dict[str, Any]], env: RunContext, where: str) -> List[Injector]:
     return [INJECTORS.get(o["type"], f"{where}.{name}.type")(name, o, env) for name, o in opt_injectors.items()]

@@ -4,6 +4,7 @@ from typing import Any, Callable, Dict, List
 import torch
 import torch.nn.functional as F
 
+from trainer.context import RunContext
 from utils.errors import ConfigError
 from utils.registry import Registry
 
@@ -20,7 +21,7 @@ CRITERIA: Dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
 
 
 class Loss:
-    def __init__(self, name: str, opt: Dict[str, Any], env: Dict[str, Any]):
+    def __init__(self, name: str, opt: Dict[str, Any], env: RunContext):
         self.name, self.opt, self.env = name, opt, env
         self.weight = float(opt.get("weight", 1))
 
@@ -38,7 +39,7 @@ class Loss:
 class PixLoss(Loss):
     """Pixel loss between state[fake] and state[real] (scaled/offset as DLAS allows)."""
 
-    def __init__(self, name: str, opt: Dict[str, Any], env: Dict[str, Any]):
+    def __init__(self, name: str, opt: Dict[str, Any], env: RunContext):
         super().__init__(name, opt, env)
         criterion = opt.get("criterion", "l1")
         if criterion not in CRITERIA:
@@ -60,9 +61,9 @@ class DirectLoss(Loss):
             loss = -loss
         anneal = self.opt.get("annealing_termination_step", 0)
         if anneal > 0:
-            loss = loss * min(self.env["step"], anneal) / anneal
+            loss = loss * min(self.env.step, anneal) / anneal
         return loss
 
 
-def build_losses(opt_losses: Dict[str, Dict[str, Any]], env: Dict[str, Any], where: str) -> List[Loss]:
+def build_losses(opt_losses: Dict[str, Dict[str, Any]], env: RunContext, where: str) -> List[Loss]:
     return [LOSSES.get(o["type"], f"{where}.{name}.type")(name, o, env) for name, o in opt_losses.items()]

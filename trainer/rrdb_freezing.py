@@ -15,7 +15,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from torch import nn
 
 from models import is_flow
-from trainer.step import unwrap
+from utils.dist import unwrap
 from utils.errors import ConfigError
 
 Decision = Tuple[str, str]  # (network name, why it is unfrozen now)

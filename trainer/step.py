@@ -1,19 +1,17 @@
 """One optimisation step: injectors -> losses -> backward (with accumulation) -> optimizer."""
 import contextlib
 import math
-from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple
 
 import torch
 from torch import nn
 
-from trainer.injectors import active, as_list, build_injectors
+from trainer.context import RunContext
+from trainer.injectors import active, build_injectors
 from trainer.losses import build_losses
+from utils.dist import unwrap
 from utils.errors import ConfigError
-
-
-def unwrap(net: nn.Module) -> nn.Module:
-    """The network inside a DistributedDataParallel wrapper."""
-    return net.module if hasattr(net, "module") else net
+from utils.options import as_list
 
 
 def _in_rrdb(param_name: str) -> bool:
@@ -42,10 +40,16 @@ def split_batch(state: Dict[str, Any], parts: int) -> List[Dict[str, Any]]:
     return chunks
 
 
+class StepResult(NamedTuple):
+    logs: Dict[str, float]  # `<step>/<loss>` values (and grad_norm when clipping), averaged over chunks
+    state: Dict[str, Any]  # the last accumulation chunk's state (for visuals)
+    skipped: bool  # a loss was not finite: no optimizer step
+
+
 class Step:
     """A recipe `steps.<name>` section: which networks it trains, its injectors, losses and optimizer."""
 
-    def __init__(self, name: str, opt: Dict[str, Any], env: Dict[str, Any]):
+    def __init__(self, name: str, opt: Dict[str, Any], env: RunContext):
         self.name, self.opt, self.env = name, opt, env
         self.networks = as_list(opt["training"])
         self.injectors = build_injectors(opt["injectors"], env, f"steps.{name}.injectors")
@@ -65,7 +69,7 @@ class Step:
 
     def named_parameters(self, trainable_only: bool) -> Iterator[Tuple[str, nn.Parameter]]:
         for net_name in self.networks:
-            for pname, p in unwrap(self.env["networks"][net_name]).named_parameters():
+            for pname, p in unwrap(self.env.networks[net_name]).named_parameters():
                 if p.requires_grad or not trainable_only:
                     yield f"{net_name}.{pname}", p
 
@@ -84,7 +88,7 @@ class Step:
     def base_lr(self, names: List[str]) -> float:
         """The recipe's learning rate for a group: `lr_RRDB` for SRFlow's RRDB (official SRFlow's option;
         in the step's optimizer_params or under `train`), `lr` for everything else."""
-        o, train = self.opt["optimizer_params"], self.env["opt"]["train"]
+        o, train = self.opt["optimizer_params"], self.env.opt["train"]
         if names and all(_in_rrdb(n) for n in names):
             for value in (o.get("lr_RRDB"), train.get("lr_RRDB")):
                 if value is not None:
@@ -134,7 +138,7 @@ class Step:
         self.add_trainable_parameters()
 
     def run(self, state: Dict[str, Any], it: int, parts: int, autocast: Callable[[], Any],
-            scaler: Optional[Any], sync: Callable[[nn.Module, bool], Any]) -> Dict[str, Any]:
+            scaler: Optional[Any], sync: Callable[[nn.Module, bool], Any]) -> StepResult:
         """Forward/backward over `parts` accumulation chunks, then one optimizer step unless a loss is not
         finite. Returns the logged numbers and the last chunk's state (for visuals)."""
         logs: Dict[str, float] = {}
@@ -144,14 +148,14 @@ class Step:
             last = i == parts - 1
             with contextlib.ExitStack() as stack:
                 for net_name in self.networks:
-                    stack.enter_context(sync(self.env["networks"][net_name], last))
+                    stack.enter_context(sync(self.env.networks[net_name], last))
                 with autocast():
                     for injector in self.injectors:
                         if active(injector.opt, it):
                             chunk.update(injector(chunk))
                     terms = [(loss.name, loss.weight * loss(chunk)) for loss in self.losses if active(loss.opt, it)]
                 if not terms:
-                    return {"logs": logs, "state": chunk, "skipped": False}
+                    return StepResult(logs, chunk, False)
                 total = sum(t for _, t in terms)
                 for name, term in terms:
                     logs[f"{self.name}/{name}"] = logs.get(f"{self.name}/{name}", 0.0) + term.item() / parts
@@ -162,7 +166,7 @@ class Step:
                 (scaler.scale(total) if scaler else total).backward()
         if not finite:
             self.optimizer.zero_grad(set_to_none=True)
-            return {"logs": logs, "state": chunk, "skipped": True}
+            return StepResult(logs, chunk, True)
         clip = self.opt.get("clip_grad_norm")
         if scaler:
             scaler.unscale_(self.optimizer)
@@ -174,4 +178,4 @@ class Step:
             scaler.update()
         else:
             self.optimizer.step()
-        return {"logs": logs, "state": chunk, "skipped": False}
+        return StepResult(logs, chunk, False)

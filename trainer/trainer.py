@@ -12,22 +12,18 @@ from tqdm import tqdm
 from data import build_dataloader, build_dataset
 from models import build_network, load_network_weights
 from trainer import checkpoint, recipe_changes, run_folder
+from trainer.context import RunContext
 from trainer.ema import EMA
 from trainer.injectors import active
 from trainer.evaluators import build_evaluators
 from trainer.logger import RunLogger
 from trainer.rrdb_freezing import RRDBFreezing, find_unused
 from trainer.schedulers import build_lr_schedule
-from trainer.step import Step, unwrap
+from trainer.step import Step
 from trainer.stop_signals import StopSignals
 from utils import dist
+from utils.dist import unwrap
 from utils.errors import ConfigError, TrainingInterrupted, TrainingStopped
-
-
-def pick_device(opt: Dict[str, Any]) -> torch.device:
-    if opt["gpu_ids"] and torch.cuda.is_available():
-        return torch.device("cuda", dist.local_rank() if opt["dist"] else opt["gpu_ids"][0])
-    return torch.device("cpu")
 
 
 def grad_scaler() -> Any:
@@ -61,7 +57,7 @@ class Trainer:
     def _build(self, resume: Optional[str], fresh: bool) -> None:
         opt = self.opt
         self.lr_schedule = build_lr_schedule(opt["train"])
-        self.device = pick_device(opt)
+        self.device = dist.pick_device(opt)
         if opt["gpu_ids"] and self.device.type == "cpu":
             self.log.warning(f"gpu_ids {opt['gpu_ids']} asks for CUDA, which is not available: training on the CPU")
         torch.manual_seed(opt["manual_seed"] + dist.rank())
@@ -86,7 +82,7 @@ class Trainer:
             self._compile()
         self.emas = {name: EMA(net, opt["train"]["ema_decay"]) for name, net in self.networks.items()
                      if opt["train"]["ema_decay"] > 0}
-        self.env = {"opt": opt, "networks": self.networks, "device": self.device, "step": 0}
+        self.env = RunContext(opt, self.networks, self.device)
         self.steps = [Step(name, o, self.env) for name, o in opt["steps"].items()]
 
         self.amp_dtype = self._amp_dtype()
@@ -179,7 +175,7 @@ class Trainer:
         for name, ema in self.emas.items():
             if name in state.get("ema", {}):
                 ema.load_state_dict(state["ema"][name])
-        self.env["step"] = self.it = state["iter"]
+        self.env.step = self.it = state["iter"]
         # Older checkpoints kept the policy's memory at the top level.
         for name in self.freezing.resumed(state.get("freezing", state), self.it):
             self.unfreeze(name, "", announce=False)
@@ -299,7 +295,7 @@ class Trainer:
             try:
                 while self.it < niter and not stops.stop_requested():
                     self.it += 1
-                    self.env["step"] = self.it
+                    self.env.step = self.it
                     for name, reason in self.freezing.at_iteration(self.it):
                         self.unfreeze(name, reason)
                     logs = self.train_step(self.to_device(next(data)))
@@ -340,10 +336,10 @@ class Trainer:
             step.set_lr(self.lr_schedule, self.it)
             result = step.run(state, self.it, self.opt["train"]["mega_batch_factor"], self.autocast,
                               self.scaler, dist.no_sync)
-            logs.update(result["logs"])
-            state.update(result["state"])
-            if result["skipped"]:
-                self._count_nonfinite(step.name, result["logs"])
+            logs.update(result.logs)
+            state.update(result.state)
+            if result.skipped:
+                self._count_nonfinite(step.name, result.logs)
             else:
                 self.nan_skips, self.first_nonfinite = 0, None
         for name, ema in self.emas.items():

@@ -2,11 +2,13 @@
 import contextlib
 import os
 from datetime import timedelta
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 import torch
 import torch.distributed as td
 from torch import nn
+
+from utils.errors import ConfigError
 
 
 def initialized() -> bool:
@@ -23,6 +25,25 @@ def world_size() -> int:
 
 def local_rank() -> int:
     return int(os.environ.get("LOCAL_RANK", 0))
+
+
+def unwrap(net: nn.Module) -> nn.Module:
+    """The network inside a DistributedDataParallel wrapper (or `net` itself)."""
+    return net.module if isinstance(net, nn.parallel.DistributedDataParallel) else net
+
+
+def pick_device(opt: Dict[str, Any], device: Optional[str] = None) -> torch.device:
+    """`device` when given (cpu or cuda), else CUDA when the recipe's `gpu_ids` ask for it and it is there (this
+    process's GPU under torchrun, else the first of gpu_ids), else the CPU."""
+    if device not in (None, "cpu", "cuda"):
+        raise ConfigError(f"device must be cpu or cuda, got `{device}`")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("device cuda was asked for, but CUDA is not available here")
+    if device == "cpu" or (device is None and not (opt["gpu_ids"] and torch.cuda.is_available())):
+        return torch.device("cpu")
+    if opt.get("dist"):
+        return torch.device("cuda", local_rank())
+    return torch.device("cuda", opt["gpu_ids"][0] if opt["gpu_ids"] else 0)
 
 
 def init_from_env(use_cuda: bool) -> None:

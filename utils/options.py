@@ -491,7 +491,7 @@ def check_consistency(opt: Dict[str, Any]) -> None:
     if opt["steps"] and "niter" not in opt["train"]:  # a recipe without steps (test.py's) trains nothing
         raise ConfigError("missing required key `train.niter` (int): how many iterations the `steps` train")
     for name, step in opt["steps"].items():
-        for net in _as_list(step["training"]):
+        for net in as_list(step["training"]):
             if net not in opt["networks"]:
                 raise ConfigError(f"`steps.{name}.training` names network `{net}`, which is not under "
                                   f"`networks`{closest(net, opt['networks'])}")
@@ -566,8 +566,9 @@ def _check_multiple(value: Optional[int], multiple: int, where: str, reason: str
         raise ConfigError(f"`{where}` is {value}; it must be a multiple of {multiple} ({reason}): e.g. {hint}")
 
 
-def _as_list(value: Any) -> list:
-    return value if isinstance(value, list) else [value]
+def as_list(value: Any) -> list:
+    """A recipe value that may be one item or a list of them, as a list."""
+    return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
 def parse_options(path_or_dict: Union[str, Path, Dict[str, Any]], overrides: Iterable[str] = (),

@@ -7,8 +7,9 @@ import torch
 from torch.utils.data import Subset
 
 from data import build_dataloader, build_dataset
+from trainer.context import RunContext
 from trainer.evaluators import EVALUATORS
-from trainer.step import unwrap
+from utils.dist import unwrap
 from utils.errors import ConfigError
 
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
@@ -49,10 +50,10 @@ class FlowGaussianNLL:
       dequantisation noise.
     """
 
-    def __init__(self, name: str, opt_eval: Dict[str, Any], env: Dict[str, Any]):
+    def __init__(self, name: str, opt_eval: Dict[str, Any], env: RunContext):
         self.name, self.env = name, env
         self.net_name = opt_eval["for"]
-        opt, where = env["opt"], f"eval.evaluators.{name}"
+        opt, where = env.opt, f"eval.evaluators.{name}"
         ds = {**opt_eval["dataset"], "batch_size": opt_eval["batch_size"], "phase": "val"}
         if ds["batch_size"] > 1 and not ds.get("target_size"):
             raise ConfigError(f"`{where}.dataset.target_size` is required with `{where}.batch_size` "
@@ -64,14 +65,14 @@ class FlowGaussianNLL:
 
     @torch.no_grad()
     def evaluate(self, it: int, logger: Any = None) -> Dict[str, float]:
-        net = self.env["networks"][self.net_name]
+        net = self.env.networks[self.net_name]
         was_training = net.training
         net.eval()
         sums: Dict[str, float] = {}
         noise = torch.Generator().manual_seed(DEQUANTISATION_SEED)
         try:
             for batch in self.loader:
-                hq, lq = batch["hq"].to(self.env["device"]), batch["lq"].to(self.env["device"])
+                hq, lq = batch["hq"].to(self.env.device), batch["lq"].to(self.env.device)
                 for key, value in self.batch_sums(unwrap(net), hq, lq, noise).items():
                     sums[key] = sums.get(key, 0.0) + value
         finally:

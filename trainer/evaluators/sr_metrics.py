@@ -10,12 +10,14 @@ from data.image_folder import image_size, warn_skip
 from data.imresize import imresize
 from data.lr_consistency import lr_psnr
 from models import is_flow
-from trainer.injectors import as_list, build_injectors
-from trainer.step import unwrap
+from trainer.context import RunContext
 from trainer.evaluators import EVALUATORS
+from trainer.injectors import build_injectors
+from utils.dist import unwrap
 from utils.errors import ConfigError
 from utils.image import to_uint8
 from utils.metrics import SSIM_Y_WINDOW, psnr_y, ssim_y, ssim_y_fits
+from utils.options import as_list
 
 VISUAL_IMAGES = 2  # validation images saved as grids each time
 
@@ -31,8 +33,8 @@ def sr_network(opt: Dict[str, Any]) -> str:
 
 @EVALUATORS.register("sr_metrics")
 class SRMetrics:
-    def __init__(self, name: str, opt_eval: Dict[str, Any], env: Dict[str, Any]):
-        self.name, self.env, opt = name, env, env["opt"]
+    def __init__(self, name: str, opt_eval: Dict[str, Any], env: RunContext):
+        self.name, self.env, opt = name, env, env.opt
         self.net_name = opt_eval["for"]
         self.scale = opt["scale"]
         dataset = build_dataset(opt_eval["dataset"], opt, "val")
@@ -81,7 +83,7 @@ class SRMetrics:
 
     def run_injectors(self, lq: torch.Tensor, hq: torch.Tensor) -> torch.Tensor:
         """DLAS's rule: run the injectors, every one of them, until `eval.output_state` is produced."""
-        target = self.env["opt"]["eval"]["output_state"]
+        target = self.env.opt["eval"]["output_state"]
         state: Dict[str, Any] = {"lq": lq, "hq": hq}
         for injector in self.injectors:
             state.update(injector(state))
@@ -91,7 +93,7 @@ class SRMetrics:
 
     @torch.no_grad()
     def evaluate(self, it: int, logger: Any) -> Dict[str, float]:
-        net = self.env["networks"][self.net_name]
+        net = self.env.networks[self.net_name]
         was_training = net.training
         net.eval()
         sums: Dict[str, float] = {}
@@ -100,11 +102,11 @@ class SRMetrics:
             for i, batch in enumerate(self.loader):
                 if self.max_images and i >= self.max_images:
                     break
-                hq = batch["hq"].to(self.env["device"])
+                hq = batch["hq"].to(self.env.device)
                 if not ssim_y_fits(*hq.shape[-2:], self.scale):  # warned about when built
                     warn_skip(batch["hq_path"][0], "validation leaves it out: it is too small for SSIM")
                     continue
-                lq = batch["lq"].to(self.env["device"])
+                lq = batch["lq"].to(self.env.device)
                 bicubic = imresize(lq, scale=self.scale).clamp(0, 1)
                 outputs = {"_bicubic": [bicubic], **self.outputs(net, lq, hq)}
                 self.score(outputs, hq, sums)
