@@ -1,10 +1,11 @@
-"""Reading user images for inference, saying when one is converted (grey, alpha) on the way."""
+"""Reading user images for inference, saying when one is converted (grey, alpha) on the way, and resampling them."""
 from pathlib import Path
 from typing import Callable, Optional, Union
 
 import numpy as np
 from PIL import Image
 
+from data.imresize import imresize
 from utils.image import read_image
 
 GREY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"}
@@ -31,3 +32,11 @@ def load_image(path: Union[str, Path], report: Callable[[str], None] = print) ->
     if note:
         report(note)
     return read_image(path)
+
+
+def resample(img: np.ndarray, factor: float) -> np.ndarray:
+    """The image scaled by `factor` (> 1 up, < 1 down) with the MATLAB bicubic the training data is made
+    with, clipped to [0, 1]; the playground's --resample-factor (DLAS: bicubic up, area down)."""
+    if factor == 1:
+        return img
+    return np.clip(imresize(img, scale=factor), 0, 1).astype(np.float32)

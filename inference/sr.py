@@ -5,7 +5,6 @@ them in from bicubic.
 SRFlow "has a knack for producing NaNs in the reverse direction" on latents far from its training data;
 every SR image made here goes through `super_resolve`, so none is written with such pixels unannounced.
 """
-import math
 import warnings
 from typing import Callable, List, NamedTuple, Optional, Sequence, Tuple
 
@@ -14,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from data.imresize import imresize
-from models import is_flow
+from models import is_flow, lr_multiple  # noqa: F401  (lr_multiple: also this module's API)
 
 FALLBACK = (0.75, 0.5, 0.25, 0.0)  # fractions of the temperature retried, in order, after diverged pixels
 # A value beyond this magnitude is a diverged one, like a non-finite one: images live in [0, 1], and a reverse
@@ -28,14 +27,6 @@ class SRResult(NamedTuple):
     image: torch.Tensor  # 1x3xHxW in [0, 1], finite
     temperature: Optional[float]  # the temperature used in the end (None for a plain SR net)
     diverged: int  # diverged values whose pixels were filled in from bicubic (0 unless every retry failed)
-
-
-def lr_multiple(net: nn.Module) -> int:
-    """The LR sides must be multiples of this: SRFlow halves the HR image L times."""
-    if not is_flow(net):
-        return 1
-    levels = 2 ** net.L
-    return levels // math.gcd(levels, net.hr_factor)
 
 
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
@@ -115,28 +106,44 @@ def _ramp(length: int, width: int) -> torch.Tensor:
     return (torch.minimum(i + 1, length - i) / max(width, 1)).clamp(max=1)
 
 
+def _coverage(starts: List[int], ramp: torch.Tensor, scale: int, length: int) -> torch.Tensor:
+    """The blending weights of every tile along one side, summed: what each output row (or column) is
+    divided by."""
+    total = ramp.new_zeros(length)
+    for start in starts:
+        total[start * scale:start * scale + ramp.numel()] += ramp
+    return total
+
+
 def tiled(net: nn.Module, lq: torch.Tensor, temperature: Optional[float], tile: int,
           overlap: int) -> Tuple[torch.Tensor, int]:
     """`forward` on overlapping LR tiles of side `tile` (multiples of the net's multiple, as `lq`'s sides
     are), blended with weights that fall off towards each tile's edges so that no seam shows. At t > 0
-    each tile draws its own latents, so an overlap blends two samples."""
+    each tile draws its own latents, so an overlap blends two samples.
+
+    Memory: apart from one tile's pass, only the output itself is full size. Every tile of a row has the
+    same height and of a column the same width, so the summed blending weights are a column times a row
+    (no full-size weight map), and the output is blended and normalised in place.
+    """
     h, w = lq.shape[-2:]
     overlap = min(overlap, tile // 2)
-    out = weight = None
+    rows, cols = _starts(h, tile, overlap), _starts(w, tile, overlap)
+    out = mask = None
     bad = 0
-    for y in _starts(h, tile, overlap):
-        for x in _starts(w, tile, overlap):
+    for y in rows:
+        for x in cols:
             part = lq[..., y:y + tile, x:x + tile]
-            sr, n = forward(net, part, temperature)
+            # the conditioning alone: decode's own RRDB pass would also make the RRDB's HR image, unused here
+            sr, n = forward(net, part, temperature, lr_enc=conditioning(net, part))
             bad += n
             s = sr.shape[-1] // part.shape[-1]
             if out is None:
                 out = sr.new_zeros(*sr.shape[:2], h * s, w * s)
-                weight = sr.new_zeros(1, 1, h * s, w * s)
-            mask = (_ramp(sr.shape[-2], overlap * s)[:, None] * _ramp(sr.shape[-1], overlap * s)).to(sr)
-            out[..., y * s:y * s + sr.shape[-2], x * s:x * s + sr.shape[-1]] += sr * mask
-            weight[..., y * s:y * s + sr.shape[-2], x * s:x * s + sr.shape[-1]] += mask
-    return out / weight, bad
+                ramp_y, ramp_x = (_ramp(side, overlap * s).to(sr) for side in sr.shape[-2:])
+                mask = ramp_y[:, None] * ramp_x
+            out[..., y * s:y * s + sr.shape[-2], x * s:x * s + sr.shape[-1]].addcmul_(sr, mask)
+    out.div_(_coverage(rows, ramp_y, s, h * s)[:, None]).div_(_coverage(cols, ramp_x, s, w * s))
+    return out, bad
 
 
 def temperatures(temperature: float) -> List[float]:
@@ -179,9 +186,11 @@ def super_resolve(net: nn.Module, lq: torch.Tensor, temperature: float = 0.0,
         if i + 1 < len(heats):
             report(f"{name}: {bad} diverged pixel values{at} (non-finite or beyond +-{BLOWN_UP:g}); "
                    f"retrying at t={heats[i + 1]:g}")
+            del sr  # freed before the next try is made, not after
         else:
             report(f"{name}: {bad} diverged pixel values{at} (non-finite or beyond +-{BLOWN_UP:g}), the last "
                    f"try; their pixels are filled in from the bicubic upscaling")
     s = sr.shape[-1] // x.shape[-1]
-    sr = sr[..., :h * s, :w * s].clamp(0, 1)
+    # in place: the image is this function's own, and a large one should not exist twice
+    sr = sr.clamp_(0, 1)[..., :h * s, :w * s].contiguous()
     return SRResult(sr, t, bad)
