@@ -25,7 +25,8 @@ def main(argv=None) -> int:
     def test() -> None:
         from inference.model import parse_inference_options
         from inference.test_runner import run_test
-        run_test(parse_inference_options(args.opt, args.set), tile=args.tile, overwrite=args.overwrite)
+        tile = [] if args.tile is None else [f"test.tile={args.tile}"]  # checked as the recipe key is
+        run_test(parse_inference_options(args.opt, args.set + tile), overwrite=args.overwrite)
 
     return run_cli(test)
 

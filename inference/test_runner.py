@@ -59,8 +59,7 @@ def result_name(stem: str, temperature: Optional[float], sample: int) -> str:
 class Tester:
     """One generator, the recipe's `test:` settings, and the images of one set after another."""
 
-    def __init__(self, opt: Dict[str, Any], tile: Optional[int] = None, overwrite: bool = False,
-                 report: Callable[[str], None] = tqdm.write):
+    def __init__(self, opt: Dict[str, Any], overwrite: bool = False, report: Callable[[str], None] = tqdm.write):
         self.opt, self.report, self.overwrite = opt, report, overwrite
         settings = opt["test"]  # validated by parse_options (utils.options.check_temperatures, samples >= 1)
         self.samples = settings["samples"]
@@ -69,7 +68,7 @@ class Tester:
         report(f"generator `{opt['name']}`: {self.weights} on {self.device}")
         heats = list(dict.fromkeys(float(t) for t in settings["heats"]))  # a repeated one would overwrite itself
         self.heats: List[Optional[float]] = heats if is_flow(self.net) else [None]
-        self.tile = settings["tile"] if tile is None else tile
+        self.tile = settings["tile"]
         self.overlap = settings["tile_overlap"]
         self.crop = opt["scale"] if settings["crop_border"] is None else settings["crop_border"]
         self.lpips, self.lpips_note = None, None  # loaded when the first set with HQ images needs it
@@ -253,7 +252,7 @@ def strip_rows(bicubic: Any, results: Dict[Optional[float], List[Result]], hq: A
     return rows or [first + last]
 
 
-def run_test(opt: Dict[str, Any], tile: Optional[int] = None, overwrite: bool = False,
+def run_test(opt: Dict[str, Any], overwrite: bool = False,
              report: Callable[[str], None] = tqdm.write) -> Dict[str, List[Row]]:
     """Run test.py on a parsed recipe; returns each test set's summary rows."""
-    return Tester(opt, tile, overwrite, report).run()
+    return Tester(opt, overwrite, report).run()

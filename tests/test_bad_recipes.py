@@ -204,3 +204,10 @@ def test_alias_bomb_is_refused_quickly(tmp_path, capsys):
     assert time.perf_counter() - start < 2
     err = capsys.readouterr().err
     assert status == 2 and "aliases" in err and "Traceback" not in err
+
+
+def test_test_py_checks_its_tile_flag_as_the_recipe_key(capsys):
+    import test as test_py
+    assert test_py.main(["-opt", "test_srflow.yml", "--tile", "-8"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "`test.tile` must be an integer >= 0, got `-8`" in err[0]
