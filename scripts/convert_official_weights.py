@@ -7,34 +7,14 @@ upconvN -> conv_upN, HRconv -> conv_hr) and drops the unused `flowUpsamplerNet.f
 Not required for loading: `models.load_network_weights` converts on the fly.
 """
 import argparse
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
-
 from models.weights import convert_official, is_official, read_state_dict  # noqa: E402
+from trainer.checkpoint import atomic_save  # noqa: E402
 from utils.errors import ConfigError  # noqa: E402
-
-
-def atomic_save(obj: dict, path: Path) -> None:
-    """torch.save to a temporary file beside `path`, fsync, then rename over it."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 def convert(src: Path, dst: Path) -> str:
