@@ -227,3 +227,13 @@ def test_resume_file_errors_are_one_line(image_dirs, tmp_path, train_cli):
     weights.rename(tmp_path / "elsewhere.pth")
     run = train_cli("-opt", recipe, "--resume", tmp_path / "run" / "training_state" / "5.state")
     assert run.returncode == 2 and f"needs the weights of `generator` at {weights}" in run.stderr, run.stderr
+
+
+def test_atomic_writes_get_the_usual_file_mode(tmp_path):
+    from utils.files import atomic_write_bytes
+    mask = os.umask(0o022)
+    try:
+        atomic_write_bytes(tmp_path / "result.bin", b"x")
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "result.bin").stat().st_mode & 0o777 == 0o644
