@@ -3,6 +3,7 @@ import math
 
 from torch import nn
 
+from utils.dist import unwrap
 from utils.errors import ConfigError
 from utils.registry import Registry
 
@@ -10,20 +11,20 @@ NETWORKS = Registry("network")
 
 # Imported after NETWORKS exists: these modules register themselves in it.
 from models import rrdb  # noqa: E402,F401
-from models.srflow import srflow_net  # noqa: E402,F401
+from models.srflow.srflow_net import SRFlowNet  # noqa: E402
 from models.weights import LoadResult, load_network_weights  # noqa: E402,F401
 
 
 def is_flow(net: nn.Module) -> bool:
-    """Whether `net` (or the network inside a DistributedDataParallel wrapper) is an SRFlow-style flow."""
-    return hasattr(getattr(net, "module", net), "flowUpsamplerNet")
+    """Whether `net` (or the network inside a DistributedDataParallel wrapper) is an SRFlowNet."""
+    return isinstance(unwrap(net), SRFlowNet)
 
 
 def lr_multiple(net: nn.Module) -> int:
     """The LR sides must be multiples of this: SRFlow halves the HR image L times."""
     if not is_flow(net):
         return 1
-    net = getattr(net, "module", net)  # inside a DistributedDataParallel wrapper
+    net = unwrap(net)
     return 2 ** net.L // math.gcd(2 ** net.L, net.hr_factor)
 
 

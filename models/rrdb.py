@@ -5,6 +5,7 @@ As in DLAS and SRFlow, the trunk's long skip starts from the last block's output
 original ESRGAN code: a stage-1 RRDB trained here then computes exactly what SRFlow's embedded
 RRDB computes.
 """
+from dataclasses import dataclass, replace
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
@@ -14,6 +15,7 @@ from torch.utils.checkpoint import checkpoint
 
 from models import NETWORKS
 from models.memory_format import to_compute_format
+from models.recipe_section import given
 from utils.errors import ConfigError
 
 
@@ -28,7 +30,7 @@ def scaled_kaiming_(module: nn.Module, scale: float) -> None:
 
 
 class ResidualDenseBlock(nn.Module):
-    def __init__(self, nf: int = 64, gc: int = 32):
+    def __init__(self, nf: int, gc: int):
         super().__init__()
         for i in range(5):
             setattr(self, f"conv{i + 1}", nn.Conv2d(nf + i * gc, nf if i == 4 else gc, 3, 1, 1))
@@ -45,7 +47,7 @@ class ResidualDenseBlock(nn.Module):
 
 
 class RRDB(nn.Module):
-    def __init__(self, nf: int, gc: int = 32):
+    def __init__(self, nf: int, gc: int):
         super().__init__()
         self.rdb1 = ResidualDenseBlock(nf, gc)
         self.rdb2 = ResidualDenseBlock(nf, gc)
@@ -55,31 +57,61 @@ class RRDB(nn.Module):
         return self.rdb3(self.rdb2(self.rdb1(x))) * 0.2 + x
 
 
-class RRDBNet(nn.Module):
-    """LR image in [0, 1] -> HR image; `scale` 2, 4 or 8 (after an optional strided first conv)."""
+@dataclass(frozen=True)
+class RRDBConfig:
+    """RRDBNet's options, with their defaults: a recipe's `networks.<name>` keys of the same names (of
+    which_model_G RRDBNet, and the RRDB part of srflow) and two top-level ones."""
+    in_nc: int = 3
+    out_nc: int = 3
+    nf: int = 64
+    nb: int = 23  # RRDB blocks
+    gc: int = 32  # growth channels of the dense blocks
+    scale: int = 4  # 2, 4 or 8
+    initial_stride: int = 1  # DLAS: a strided 7x7 first convolution for inputs larger than the LR size
+    blocks_per_checkpoint: int = 1
+    checkpointing: bool = False  # the recipe's top-level `checkpointing_enabled`
+    channels_last: Optional[bool] = None  # the recipe's top-level `channels_last`; None: per device
 
-    def __init__(self, in_nc: int = 3, out_nc: int = 3, nf: int = 64, nb: int = 23, gc: int = 32,
-                 scale: int = 4, initial_stride: int = 1, blocks_per_checkpoint: int = 1,
-                 checkpointing: bool = False, channels_last: Optional[bool] = None):
+
+RECIPE_KEYS = ("in_nc", "out_nc", "nf", "nb", "gc", "initial_stride", "blocks_per_checkpoint")
+
+
+def rrdb_config(opt_net: dict, opt: dict) -> RRDBConfig:
+    """RRDBConfig from a recipe's network section and the recipe (the network's `scale` falls back to the
+    recipe's); what neither gives keeps its default."""
+    return RRDBConfig(**given(**{key: opt_net.get(key) for key in RECIPE_KEYS},
+                              scale=opt_net.get("scale") or opt.get("scale"),
+                              checkpointing=opt.get("checkpointing_enabled"), channels_last=opt.get("channels_last")))
+
+
+class RRDBNet(nn.Module):
+    """LR image in [0, 1] -> HR image; `scale` 2, 4 or 8 (after an optional strided first conv).
+
+    Built from an RRDBConfig, or from its fields as keywords: RRDBNet(nf=8, nb=2).
+    """
+
+    def __init__(self, config: Optional[RRDBConfig] = None, **options):
         super().__init__()
-        if scale not in (2, 4, 8):
-            raise ValueError(f"RRDBNet scale must be 2, 4 or 8, got {scale}")
-        self.scale = scale
-        self.blocks_per_checkpoint = max(1, int(blocks_per_checkpoint))
-        self.checkpointing = checkpointing
-        self.channels_last = channels_last  # None: models.memory_format decides per device
-        if initial_stride == 1:
-            self.conv_first = nn.Conv2d(in_nc, nf, 3, 1, 1)
+        config = replace(config or RRDBConfig(), **options)
+        if config.scale not in (2, 4, 8):
+            raise ValueError(f"RRDBNet scale must be 2, 4 or 8, got {config.scale}")
+        nf = config.nf
+        self.scale = config.scale
+        self.blocks_per_checkpoint = max(1, int(config.blocks_per_checkpoint))
+        self.checkpointing = config.checkpointing
+        self.channels_last = config.channels_last  # None: models.memory_format decides per device
+        if config.initial_stride == 1:
+            self.conv_first = nn.Conv2d(config.in_nc, nf, 3, 1, 1)
         else:  # DLAS: a strided 7x7 stem for inputs larger than the LR size
-            self.conv_first = nn.Conv2d(in_nc, nf, 7, initial_stride, 3)
-        self.body = nn.Sequential(*[RRDB(nf, gc) for _ in range(nb)])
+            self.conv_first = nn.Conv2d(config.in_nc, nf, 7, config.initial_stride, 3)
+        self.body = nn.Sequential(*[RRDB(nf, config.gc) for _ in range(config.nb)])
         self.conv_body = nn.Conv2d(nf, nf, 3, 1, 1)
         self.conv_up1 = nn.Conv2d(nf, nf, 3, 1, 1)
         self.conv_up2 = nn.Conv2d(nf, nf, 3, 1, 1)
-        if scale == 8:
+        if self.scale == 8:
             self.conv_up3 = nn.Conv2d(nf, nf, 3, 1, 1)
         self.conv_hr = nn.Conv2d(nf, nf, 3, 1, 1)
-        self.conv_last = nn.Conv2d(nf, out_nc, 3, 1, 1)
+        self.conv_last = nn.Conv2d(nf, config.out_nc, 3, 1, 1)
         self.lrelu = nn.LeakyReLU(0.2, inplace=True)
         for m in self.outer_convs():
             scaled_kaiming_(m, 0.1)
@@ -113,9 +145,20 @@ class RRDBNet(nn.Module):
             feat = outs[-1]
         return feat + self.conv_body(feat), kept
 
-    def up(self, conv: nn.Conv2d, feat: torch.Tensor) -> torch.Tensor:
-        """One upsampling stage before its activation: nearest x2, then conv."""
-        return conv(F.interpolate(feat, scale_factor=2, mode="nearest"))
+    def upsampled(self, feat: torch.Tensor, until: Optional[float] = None) -> List[Tuple[int, torch.Tensor]]:
+        """The up-convolutions' outputs (LeakyReLU applied) with their size over the LR size, in turn: all of
+        them (the last one is what `head` reads), or, with `until`, only those needed to reach that factor.
+        Each doubles the size by nearest interpolation first; at 2x (DLAS) the second one runs without it."""
+        convs = [self.conv_up1, self.conv_up2] + ([self.conv_up3] if self.scale == 8 else [])
+        outs, factor = [], 1
+        for i, conv in enumerate(convs):
+            if until is not None and factor >= until:
+                break
+            if not (self.scale == 2 and i == 1):
+                feat, factor = F.interpolate(feat, scale_factor=2, mode="nearest"), factor * 2
+            feat = self.lrelu(conv(feat))
+            outs.append((factor, feat))
+        return outs
 
     def head(self, feat: torch.Tensor) -> torch.Tensor:
         """HR features after the last upsampling stage (activated) -> image."""
@@ -123,27 +166,15 @@ class RRDBNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         feat, _ = self.trunk(x)
-        out = self.lrelu(self.up(self.conv_up1, feat))
-        if self.scale == 2:  # DLAS: the second up-conv runs without upsampling
-            out = self.lrelu(self.conv_up2(out))
-        else:
-            out = self.lrelu(self.up(self.conv_up2, out))
-            if self.scale == 8:
-                out = self.lrelu(self.up(self.conv_up3, out))
-        return self.head(out).contiguous()
+        return self.head(self.upsampled(feat)[-1][1]).contiguous()
 
 
 @NETWORKS.register("RRDBNet")
 def build_rrdbnet(opt_net: dict, opt: dict) -> RRDBNet:
-    scale = opt_net.get("scale", opt.get("scale", 4))
-    if scale not in (2, 4, 8):
-        raise ConfigError(f"RRDBNet `scale` must be 2, 4 or 8, got {scale!r}")
+    config = rrdb_config(opt_net, opt)
+    if config.scale not in (2, 4, 8):
+        raise ConfigError(f"RRDBNet `scale` must be 2, 4 or 8, got {config.scale!r}")
     for key in ("nf", "nb"):
         if key not in opt_net:
             raise ConfigError(f"RRDBNet needs `{key}` in its network section")
-    return RRDBNet(in_nc=opt_net.get("in_nc", 3), out_nc=opt_net.get("out_nc", 3), nf=opt_net["nf"],
-                   nb=opt_net["nb"], gc=opt_net.get("gc", 32), scale=scale,
-                   initial_stride=opt_net.get("initial_stride", 1),
-                   blocks_per_checkpoint=opt_net.get("blocks_per_checkpoint", 1),
-                   checkpointing=bool(opt.get("checkpointing_enabled", False)),
-                   channels_last=opt.get("channels_last"))
+    return RRDBNet(config)

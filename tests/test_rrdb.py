@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from models import NETWORKS, build_network, load_network_weights
-from models.rrdb import RRDBNet
+from models.rrdb import RRDBConfig, RRDBNet
 from models.weights import OFFICIAL_NAMES
 from utils.errors import ConfigError
 
@@ -89,3 +89,11 @@ def test_build_network_from_recipe():
     assert "RRDBNet" in NETWORKS and "srflow" in NETWORKS
     with pytest.raises(ConfigError, match="did you mean `RRDBNet`"):
         build_network({**opt_net, "which_model_G": "RRDBnet"}, {})
+
+
+def test_keys_a_parsed_recipe_leaves_open_keep_their_defaults():
+    """parse_options writes None for an absent key without a schema default (the network's `scale`): the
+    network then takes the recipe's scale, and RRDBConfig's defaults fill the rest."""
+    net = build_network({"which_model_G": "RRDBNet", "nf": 8, "nb": 1, "scale": None, "gc": None}, {"scale": 2})
+    assert net.scale == 2 and net.body[0].rdb1.conv1.out_channels == RRDBConfig().gc
+    assert not net.checkpointing and net.channels_last is None

@@ -7,12 +7,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from models import build_network, load_network_weights
+from models import build_network, is_flow, load_network_weights
 from models.rrdb import RRDBNet
 from models.srflow.actnorm import ActNorm
-from models.srflow.split import gaussian_logp
+from models.srflow.config import CHOICES, FLOW_KEYS, IGNORED
+from models.srflow.gaussian import gaussian_logp
 from models.weights import OFFICIAL_NAMES
 from utils.errors import ConfigError
+from utils.options import FLOW as FLOW_SCHEMA
 
 DATA = Path(__file__).parent / "data"
 
@@ -205,22 +207,33 @@ def test_recipe_mistakes_are_config_errors(path, value, message):
         build(opt)
 
 
+def test_the_network_reads_each_flow_key_the_schema_accepts():
+    """One list of flow keys: the schema's (which leaves them absent) and the network's (which owns their
+    defaults) name the same keys."""
+    def leaves(schema, prefix=()):
+        return {p for k, v in schema.items() for p in (leaves(v, prefix + (k,)) if isinstance(v, dict)
+                                                       else [prefix + (k,)])}
+    assert leaves(FLOW_SCHEMA) == {*FLOW_KEYS.values(), *CHOICES, *IGNORED, ("K",)}
+
+
+def test_is_flow_means_an_srflow_network(net4):
+    class NotAFlow(torch.nn.Module):
+        flowUpsamplerNet = None
+    assert is_flow(net4) and not is_flow(RRDBNet(nf=8, nb=1, gc=4)) and not is_flow(NotAFlow())
+
+
 def test_hr_size_must_divide_by_two_to_the_levels(net4):
     with pytest.raises(ValueError, match="2\\*\\*L"):
         net4(lr=torch.rand(1, 3, 5, 6), eps_std=0, reverse=True)
 
 
 # ---- parity with the official code ----------------------------------------------------------------
-# tests/data/srflow_official_{4,8}x.pt were made by running the official SRFlow code (nf 64, nb 4,
-# blocks [0, 1, 2, 3], K 2, quant 32) on weights drawn from a seed in sorted official-key order.
+# tests/data/srflow_official_{4,8}x.pt hold what the official SRFlow code computed (nf 64, nb 4, blocks
+# [0, 1, 2, 3], K 2, quant 32) with weights drawn from a seed in sorted official-key order;
+# scripts/make_official_reference.py --official PATH regenerates them.
 
 def official_weights(ref: dict) -> dict:
-    g = torch.Generator().manual_seed(ref["seed"])
-    sd = {}
-    for k, shape in ref["keys_shapes"]:
-        t = torch.randn(shape, generator=g) * ref["std"]
-        sd[k] = t + torch.eye(shape[0]) if k.endswith("invconv.weight") else t
-    return sd
+    return load_script("make_official_reference").seeded_weights(ref["keys_shapes"], ref["seed"], ref["std"])
 
 
 def official_sized(scale: int):
@@ -287,6 +300,30 @@ def test_convert_official_weights_script(tmp_path):
         convert(src, tmp_path / "." / "official.pth")
     with pytest.raises(ConfigError, match="nothing to convert"):
         convert(dst, tmp_path / "again.pth")
+
+
+@pytest.mark.parametrize("scale", [4, 8])
+def test_reference_script_draws_the_committed_inputs(scale):
+    """What scripts/make_official_reference.py feeds the official code is what the committed files hold."""
+    script = load_script("make_official_reference")
+    ref = torch.load(DATA / f"srflow_official_{scale}x.pt", weights_only=True)
+    lr, hr = script.seeded_inputs(scale)
+    assert torch.equal(lr, ref["lr"]) and torch.equal(hr, ref["hr"])
+    assert (ref["seed"], ref["std"], ref["quant"]) == (script.WEIGHT_SEED, script.WEIGHT_STD, script.QUANT)
+    assert all(torch.equal(a, b) for a, b in zip(script.noisy(ref["enc"]["epses"]), ref["sample_epses"], strict=True))
+
+
+def test_reference_script_keeps_a_file_that_differs_unless_told(tmp_path):
+    write = load_script("make_official_reference").write
+    path, ref = tmp_path / "ref.pt", {"seed": 0, "enc": {"nll": torch.ones(2)}, "epses": [torch.zeros(3)]}
+    assert write(ref, path, overwrite=False).endswith("written")
+    assert write(ref, path, overwrite=False).endswith("unchanged (every tensor equal)")
+    changed = {**ref, "enc": {"nll": torch.full((2,), 2.0)}}
+    report = write(changed, path, overwrite=False)
+    assert "differs, kept" in report and "enc.nll: max |difference| 1" in report
+    assert torch.equal(torch.load(path, weights_only=True)["enc"]["nll"], ref["enc"]["nll"])
+    write(changed, path, overwrite=True)
+    assert torch.equal(torch.load(path, weights_only=True)["enc"]["nll"], changed["enc"]["nll"])
 
 
 def test_bench_measures_every_phase():

@@ -4,15 +4,11 @@ from typing import Optional, Tuple
 import torch
 from torch import nn
 
+from models.srflow.invertible import NO_COND, FlowCond, InvertibleLayer
 from utils.dist import mean_over_processes
 
 
-def start_logdet(x: torch.Tensor, logdet: Optional[torch.Tensor]) -> torch.Tensor:
-    """`logdet`, or per-sample zeros when the caller does not track one."""
-    return x.new_zeros(x.shape[0]) if logdet is None else logdet
-
-
-class ActNorm(nn.Module):
+class ActNorm(InvertibleLayer):
     """y = (x + bias) * exp(logs); logdet += sum(logs) * H * W.
 
     Like the official code, the first forward in training mode sets bias/logs so that the batch's
@@ -45,11 +41,17 @@ class ActNorm(nn.Module):
         if prefix + "bias" in state_dict:
             self.initialized = True
 
-    def forward(self, x: torch.Tensor, logdet: Optional[torch.Tensor] = None,
-                reverse: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, logdet: Optional[torch.Tensor] = None, reverse: bool = False,
+                cond: FlowCond = NO_COND) -> Tuple[torch.Tensor, torch.Tensor]:
         if not self.initialized and self.training:
             self.initialize(x)
-        dlogdet = self.logs.sum() * (x.shape[2] * x.shape[3])
-        if not reverse:
-            return (x + self.bias) * torch.exp(self.logs), start_logdet(x, logdet) + dlogdet
-        return x * torch.exp(-self.logs) - self.bias, start_logdet(x, logdet) - dlogdet
+        return super().forward(x, logdet, reverse, cond)
+
+    def _logdet(self, x: torch.Tensor) -> torch.Tensor:
+        return self.logs.sum() * (x.shape[2] * x.shape[3])
+
+    def encode(self, x: torch.Tensor, logdet: torch.Tensor, cond: FlowCond) -> Tuple[torch.Tensor, torch.Tensor]:
+        return (x + self.bias) * torch.exp(self.logs), logdet + self._logdet(x)
+
+    def decode(self, y: torch.Tensor, logdet: torch.Tensor, cond: FlowCond) -> Tuple[torch.Tensor, torch.Tensor]:
+        return y * torch.exp(-self.logs) - self.bias, logdet - self._logdet(y)

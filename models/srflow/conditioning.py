@@ -20,6 +20,9 @@ class Conditioning(NamedTuple):
         return torch.cat([self.fea, F.interpolate(self.stack, size=self.fea.shape[-2:])], dim=1)
 
 
+Features = Union[torch.Tensor, Conditioning]  # a level's conditioning, whole or in parts
+
+
 @functools.lru_cache(maxsize=None)
 def _phase_layout(f: int) -> Tuple[torch.Tensor, Tuple[Tuple[int, int], ...]]:
     """How the 3x3 taps of a convolution of an f-times nearest upsampling land on LR pixels, per output
@@ -98,7 +101,7 @@ def add_conv3x3_nearest_up(out: torch.Tensor, x: torch.Tensor, weight: torch.Ten
     return _AddPhases.apply(out, phases, f, starts)
 
 
-def conv3x3(cond: Union[torch.Tensor, Conditioning], weights: Sequence[torch.Tensor],
+def conv3x3(cond: Features, weights: Sequence[torch.Tensor],
             bias: Optional[torch.Tensor] = None) -> torch.Tensor:
     """conv2d(full conditioning, cat(weights), bias, padding=1), one part of the conditioning at a time."""
     if isinstance(cond, torch.Tensor):

@@ -1,12 +1,15 @@
 """SRFlow's conditional affine coupling `CondAffineSeparatedAndCond` and its conditioning networks."""
-from typing import Optional, Tuple, Union
+from typing import Callable, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.srflow.actnorm import ActNorm, start_logdet
-from models.srflow.conditioning import Conditioning, conv3x3
+from models.srflow.actnorm import ActNorm
+from models.srflow.conditioning import Features, conv3x3
+from models.srflow.invertible import FlowCond, InvertibleLayer
+
+Affine = Tuple[torch.Tensor, torch.Tensor]  # (shift, scale): z -> (z + shift) * scale
 
 
 class ConvActNorm(nn.Conv2d):
@@ -61,20 +64,20 @@ def sum_log(scale: torch.Tensor) -> torch.Tensor:
     return torch.log(scale).sum(dim=(1, 2, 3))
 
 
-class CondAffineSeparatedAndCond(nn.Module):
+class CondAffineSeparatedAndCond(InvertibleLayer):
     """Two affine maps: one from the conditioning features alone on all channels (`fFeatures`),
     then one from [first half, features] on the second half (`fAffine`).
 
     shift = h[:, 0::2], scale = sigmoid(h[:, 1::2] + 2) + eps, z -> (z + shift) * scale.
 
-    `ft` is the level's conditioning, a tensor or a `Conditioning` in parts. The first convolutions'
+    `cond.features` is the level's conditioning, a tensor or a `Conditioning` in parts. The first convolutions'
     feature parts do not depend on z: both nets' are computed in one convolution, and fAffine's z part
     separately. That equals the official convolution of cat[z1, ft] and spares its backward pass the
     gradient with respect to ft. Initialised ActNorms are folded into the convolutions before them;
     all of this matches the official arithmetic up to float round-off.
     """
 
-    def __init__(self, in_channels: int, cond_channels: int, hidden_channels: int = 64, eps: float = 1e-4):
+    def __init__(self, in_channels: int, cond_channels: int, hidden_channels: int, eps: float):
         super().__init__()
         self.in_channels = in_channels
         self.channels_for_nn = in_channels // 2
@@ -89,15 +92,15 @@ class CondAffineSeparatedAndCond(nn.Module):
         conv = net[0]
         return (conv.weight, None) if conv.needs_init() else conv.folded()
 
-    def _shift_scale(self, net: nn.Sequential, pre: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    def _shift_scale(self, net: nn.Sequential, pre: torch.Tensor) -> Affine:
         """The rest of a conditioning net, from its first convolution's output."""
         if net[0].needs_init():
             pre = net[0].actnorm(pre)[0]
         h = net[4](torch.relu(net[2](torch.relu(pre))))
         return h[:, 0::2], torch.sigmoid(h[:, 1::2] + 2.0) + self.eps
 
-    def forward(self, x: torch.Tensor, logdet: Optional[torch.Tensor] = None, reverse: bool = False,
-                ft: Union[torch.Tensor, Conditioning, None] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+    def _conditioned(self, ft: Features) -> Tuple[torch.Tensor, torch.Tensor, Callable[[torch.Tensor], Affine]]:
+        """fFeatures' (shift, scale) from the conditioning, and fAffine as a function of z1 alone."""
         n = self.channels_for_nn
         w_features, b_features = self._first_conv(self.fFeatures)
         w_affine, b_affine = self._first_conv(self.fAffine)
@@ -110,17 +113,21 @@ class CondAffineSeparatedAndCond(nn.Module):
         pre_features, pre_affine = pre_ft.split(self.hidden_channels, dim=1)
         shift_ft, scale_ft = self._shift_scale(self.fFeatures, pre_features)
 
-        def self_affine(z1: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        def self_affine(z1: torch.Tensor) -> Affine:
             return self._shift_scale(self.fAffine, F.conv2d(z1, w_affine_z, padding=1) + pre_affine)
+        return shift_ft, scale_ft, self_affine
 
-        logdet = start_logdet(x, logdet)
-        if not reverse:
-            z = (x + shift_ft) * scale_ft
-            z1, z2 = z[:, :n], z[:, n:]
-            shift, scale = self_affine(z1)
-            z2 = (z2 + shift) * scale
-            return torch.cat([z1, z2], dim=1), logdet + sum_log(scale_ft) + sum_log(scale)
-        z1, z2 = x[:, :n], x[:, n:]
+    def encode(self, x: torch.Tensor, logdet: torch.Tensor, cond: FlowCond) -> Tuple[torch.Tensor, torch.Tensor]:
+        shift_ft, scale_ft, self_affine = self._conditioned(cond.features)
+        z = (x + shift_ft) * scale_ft
+        z1, z2 = z[:, :self.channels_for_nn], z[:, self.channels_for_nn:]
+        shift, scale = self_affine(z1)
+        z2 = (z2 + shift) * scale
+        return torch.cat([z1, z2], dim=1), logdet + sum_log(scale_ft) + sum_log(scale)
+
+    def decode(self, y: torch.Tensor, logdet: torch.Tensor, cond: FlowCond) -> Tuple[torch.Tensor, torch.Tensor]:
+        shift_ft, scale_ft, self_affine = self._conditioned(cond.features)
+        z1, z2 = y[:, :self.channels_for_nn], y[:, self.channels_for_nn:]
         shift, scale = self_affine(z1)
         z = torch.cat([z1, z2 / scale - shift], dim=1)
         return z / scale_ft - shift_ft, logdet - sum_log(scale) - sum_log(scale_ft)

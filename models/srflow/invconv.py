@@ -1,14 +1,14 @@
 """Invertible 1x1 convolution (Glow) with a dense weight; its inverse is computed in float64."""
-from typing import Optional, Tuple
+from typing import Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.srflow.actnorm import start_logdet
+from models.srflow.invertible import FlowCond, InvertibleLayer
 
 
-class InvConv1x1(nn.Module):
+class InvConv1x1(InvertibleLayer):
     """y = W x per pixel; logdet += log|det W| * H * W.
 
     In eval mode without autograd, log|det W| and W^-1 are cached until the weight changes
@@ -37,13 +37,19 @@ class InvConv1x1(nn.Module):
             self._cache.clear()
         return result
 
-    def forward(self, x: torch.Tensor, logdet: Optional[torch.Tensor] = None,
-                reverse: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
+    def _convolve(self, x: torch.Tensor, reverse: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+        """(W x or W^-1 x, log|det W| * H * W)."""
         kernel, logabsdet = self._weights(reverse)
-        dlogdet = logabsdet * (x.shape[2] * x.shape[3])
-        logdet = start_logdet(x, logdet)
         # In float32 under autocast too: the latents themselves pass through here, and a half-precision
         # product would not be undone by the inverse.
         with torch.autocast(x.device.type, enabled=False):
             y = F.conv2d(x, kernel.to(x.dtype))
-        return y, (logdet - dlogdet if reverse else logdet + dlogdet)
+        return y, logabsdet * (x.shape[2] * x.shape[3])
+
+    def encode(self, x: torch.Tensor, logdet: torch.Tensor, cond: FlowCond) -> Tuple[torch.Tensor, torch.Tensor]:
+        y, dlogdet = self._convolve(x, reverse=False)
+        return y, logdet + dlogdet
+
+    def decode(self, y: torch.Tensor, logdet: torch.Tensor, cond: FlowCond) -> Tuple[torch.Tensor, torch.Tensor]:
+        x, dlogdet = self._convolve(y, reverse=True)
+        return x, logdet - dlogdet

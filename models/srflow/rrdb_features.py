@@ -4,7 +4,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
-from models.rrdb import RRDBNet
+from models.rrdb import RRDBConfig, RRDBNet
 from models.srflow.conditioning import Conditioning
 
 
@@ -16,8 +16,8 @@ class SRFlowRRDB(RRDBNet):
     f=1/2 and 1/4 bilinear downscales of `last_lr_fea` (`fea_up0`, `fea_up-1`).
     """
 
-    def __init__(self, *args, blocks: Sequence[int] = (), concat: bool = False, **kwargs):
-        super().__init__(*args, **kwargs)
+    def __init__(self, config: RRDBConfig, blocks: Sequence[int], concat: bool):
+        super().__init__(config)
         for m in self.outer_convs():  # official SRFlow keeps PyTorch's default init outside the dense blocks
             m.reset_parameters()
         self.blocks = list(blocks)
@@ -33,17 +33,11 @@ class SRFlowRRDB(RRDBNet):
         """Conditioning for each factor in `factors`, and the RRDB's HR image when `with_out`."""
         last, kept = self.trunk(lr, keep=self.blocks)
         stack = torch.cat([kept[i] for i in self.blocks], dim=1) if self.concat else None
-        feats: Dict[float, torch.Tensor] = {1.0: last}
-        top = max(max(factors), self.scale if with_out else 1)
-        x, f = last, 1
-        for conv in [self.conv_up1, self.conv_up2] + ([self.conv_up3] if self.scale == 8 else []):
-            if f >= top:
-                break
-            x, f = self.lrelu(self.up(conv, x)), f * 2  # LeakyReLU in place, as officially
-            feats[float(f)] = x
+        ups = self.upsampled(last, until=None if with_out else max(factors))
+        feats: Dict[float, torch.Tensor] = {1.0: last, **{float(f): feat for f, feat in ups}}
         for f in factors:
             if f < 1:
                 feats[f] = F.interpolate(last, scale_factor=f, mode="bilinear", align_corners=False,
                                          recompute_scale_factor=True)
-        out = self.head(feats[float(self.scale)]).contiguous() if with_out else None
+        out = self.head(ups[-1][1]).contiguous() if with_out else None
         return [Conditioning(feats[f], stack) for f in factors], out

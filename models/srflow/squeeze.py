@@ -2,18 +2,25 @@
 from typing import Optional, Tuple
 
 import torch
-from torch import nn
 
-from models.srflow.actnorm import start_logdet
+from models.memory_format import to_compute_format
+from models.srflow.invertible import FlowCond, InvertibleLayer
 
 
-class Squeeze(nn.Module):
-    def forward(self, x: torch.Tensor, logdet: Optional[torch.Tensor] = None,
-                reverse: bool = False) -> Tuple[torch.Tensor, torch.Tensor]:
+class Squeeze(InvertibleLayer):
+    """Volume-preserving (J = 0). Its reshape leaves NCHW: the output goes back to the layout the flow computes
+    in (`channels_last`, as models.memory_format reads it)."""
+
+    def __init__(self, channels_last: Optional[bool] = None):
+        super().__init__()
+        self.channels_last = channels_last
+
+    def encode(self, x: torch.Tensor, logdet: torch.Tensor, cond: FlowCond) -> Tuple[torch.Tensor, torch.Tensor]:
         b, c, h, w = x.shape
-        logdet = start_logdet(x, logdet)  # volume-preserving
-        if not reverse:
-            x = x.view(b, c, h // 2, 2, w // 2, 2).permute(0, 1, 3, 5, 2, 4)
-            return x.reshape(b, c * 4, h // 2, w // 2), logdet
-        x = x.view(b, c // 4, 2, 2, h, w).permute(0, 1, 4, 2, 5, 3)
-        return x.reshape(b, c // 4, h * 2, w * 2), logdet
+        x = x.view(b, c, h // 2, 2, w // 2, 2).permute(0, 1, 3, 5, 2, 4)
+        return to_compute_format(x.reshape(b, c * 4, h // 2, w // 2), self.channels_last), logdet
+
+    def decode(self, y: torch.Tensor, logdet: torch.Tensor, cond: FlowCond) -> Tuple[torch.Tensor, torch.Tensor]:
+        b, c, h, w = y.shape
+        y = y.view(b, c // 4, 2, 2, h, w).permute(0, 1, 4, 2, 5, 3)
+        return to_compute_format(y.reshape(b, c // 4, h * 2, w * 2), self.channels_last), logdet

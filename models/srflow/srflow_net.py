@@ -9,12 +9,12 @@ from torch import nn
 
 from models import NETWORKS
 from models.srflow.conditioning import Conditioning
+from models.srflow.config import SRFlowConfig, srflow_config
 from models.srflow.flow_upsampler import FlowUpsamplerNet
+from models.srflow.gaussian import gaussian_logp
 from models.srflow.rrdb_features import SRFlowRRDB
-from models.srflow.split import gaussian_logp
 from models.weights import load_network_weights, read_state_dict
-from utils.errors import ConfigError, closest
-from utils.options import FLOW as FLOW_SCHEMA
+from utils.errors import ConfigError
 
 LrEnc = Tuple[List[Conditioning], Optional[torch.Tensor]]  # per-level conditioning, RRDB's own SR image
 Tensors = Union[torch.Tensor, List[torch.Tensor]]
@@ -29,33 +29,22 @@ class SRFlowNet(nn.Module):
     times the LR size); the HR image is `flow_scale / initial_stride` times the LR input.
     """
 
-    def __init__(self, nf: int = 64, nb: int = 23, gc: int = 32, scale: int = 4, K: Union[int, Sequence[int]] = 16,
-                 L: int = 3, flow_scale: Optional[int] = None, initial_stride: int = 1, in_nc: int = 3,
-                 out_nc: int = 3, blocks: Sequence[int] = (1, 8, 15, 22), concat: bool = True,
-                 n_no_affine: int = 2, split: bool = True, correct_splits: bool = False,
-                 consume_ratio: float = 0.5, logs_eps: float = 0.0, hidden_channels: int = 64,
-                 affine_eps: float = 1e-4, gaussian_loss_weight: float = 1.0, quant: float = 255,
-                 noise_quant: bool = True, train_rrdb: bool = False, train_rrdb_delay: Optional[float] = None,
-                 checkpointing: bool = False, channels_last: Optional[bool] = None):
+    def __init__(self, config: SRFlowConfig):
         super().__init__()
-        self.flow_scale = flow_scale or scale
-        if self.flow_scale % initial_stride:
-            raise ValueError(f"flow_scale {self.flow_scale} is not a multiple of initial_stride {initial_stride}")
-        self.hr_factor = self.flow_scale // initial_stride
-        self.L = L
-        self.quant = quant
-        self.noise_quant = noise_quant
-        self.factors = [self.flow_scale / 2 ** level for level in range(1, L + 1)]
-        self.RRDB = SRFlowRRDB(in_nc, out_nc, nf, nb, gc, scale, initial_stride, checkpointing=checkpointing,
-                               channels_last=channels_last, blocks=blocks, concat=concat)
-        self.flowUpsamplerNet = FlowUpsamplerNet(
-            L, K, self.RRDB.cond_channels, in_channels=out_nc, hidden_channels=hidden_channels,
-            n_no_affine=n_no_affine, split=split, correct_splits=correct_splits, consume_ratio=consume_ratio,
-            logs_eps=logs_eps, affine_eps=affine_eps, gaussian_loss_weight=gaussian_loss_weight,
-            checkpointing=checkpointing, channels_last=channels_last)
-        self.train_rrdb_delay = train_rrdb_delay  # read by the trainer, which unfreezes the RRDB in time
+        rrdb, flow = config.rrdb, config.flow
+        self.flow_scale = config.feature_scale()
+        if self.flow_scale % rrdb.initial_stride:
+            raise ValueError(f"flow_scale {self.flow_scale} is not a multiple of initial_stride {rrdb.initial_stride}")
+        self.hr_factor = self.flow_scale // rrdb.initial_stride
+        self.L = flow.L
+        self.quant = config.quant
+        self.noise_quant = flow.noise_quant
+        self.factors = [self.flow_scale / 2 ** level for level in range(1, flow.L + 1)]
+        self.RRDB = SRFlowRRDB(rrdb, flow.blocks, flow.concat)
+        self.flowUpsamplerNet = FlowUpsamplerNet(flow, self.RRDB.cond_channels, in_channels=rrdb.out_nc,
+                                                 checkpointing=rrdb.checkpointing, channels_last=rrdb.channels_last)
         self.train_rrdb = True
-        self.set_train_rrdb(train_rrdb)
+        self.set_train_rrdb(config.train_rrdb)
 
     def set_train_rrdb(self, flag: bool) -> bool:
         """Freeze (False: no gradients, RRDB run under no_grad) or unfreeze the RRDB; True if it changed."""
@@ -152,20 +141,6 @@ def keep_finite(sr: torch.Tensor) -> torch.Tensor:
 
 # ---- building from a DLAS recipe section ------------------------------------------------------------
 
-# The recipe schema's flow keys (patch_size and noInitialInj are accepted for DLAS recipes and change
-# nothing); checked here too for sections built without parse_options.
-FLOW_KEYS = set(FLOW_SCHEMA)
-COUPLINGS = ("CondAffineSeparatedAndCond",)
-PERMUTATIONS = ("invconv",)
-SPLITS = ("Split2d",)
-
-
-def _choice(value, known: Sequence[str], where: str) -> None:
-    if value not in known:
-        raise ConfigError(f"unknown {where.rsplit('.', 1)[-1]} `{value}` at `{where}`{closest(value, known)}; "
-                          f"known: {', '.join(known)}")
-
-
 def _section_name(opt_net: dict, opt: dict) -> str:
     for name, section in (opt.get("networks") or {}).items():
         if section is opt_net:
@@ -174,81 +149,6 @@ def _section_name(opt_net: dict, opt: dict) -> str:
         if section == opt_net:
             return name
     return "<name>"
-
-
-def _levels_k(opt_net: dict, flow: dict, L: int, where: str) -> Union[int, List[int]]:
-    """Steps per level. The official code uses the constructor's K (DLAS: the section's `K`) whenever
-    flow.K is an int, and flow.K itself when it is a per-level list (index 0 unused)."""
-    k_flow, k_top = flow.get("K"), opt_net.get("K")
-    if isinstance(k_flow, (list, tuple)):
-        if len(k_flow) < L + 1:
-            raise ConfigError(f"`{where}.flow.K` as a list needs L + 1 = {L + 1} entries (index 0 unused)")
-        return list(k_flow)
-    if k_top is None and k_flow is None:
-        raise ConfigError(f"`{where}.K` is required (steps per flow level)")
-    if k_top is not None and k_flow is not None and k_top != k_flow:
-        raise ConfigError(f"`{where}.K` ({k_top}) and `{where}.flow.K` ({k_flow}) disagree; DLAS would use "
-                          f"{k_top}: make them equal")
-    return int(k_top if k_top is not None else k_flow)
-
-
-def srflow_kwargs(opt_net: dict, opt: dict, where: str) -> dict:
-    """SRFlowNet's arguments from a recipe section, with the official defaults for absent keys."""
-    flow = opt_net.get("flow")
-    if not isinstance(flow, dict):
-        raise ConfigError(f"`{where}.flow` is required for which_model_G: srflow")
-    for key, value in flow.items():
-        if key not in FLOW_KEYS and value is not None:
-            raise ConfigError(f"unknown key `{where}.flow.{key}`{closest(key, FLOW_KEYS)}; "
-                              f"known: {', '.join(sorted(FLOW_KEYS))}")
-    for key in ("nf", "nb"):
-        if key not in opt_net:
-            raise ConfigError(f"`{where}.{key}` is required for which_model_G: srflow")
-    if "L" not in flow:
-        raise ConfigError(f"`{where}.flow.L` is required (number of flow levels)")
-    L = int(flow["L"])
-    _choice(flow.get("coupling"), COUPLINGS, f"{where}.flow.coupling")
-    _choice(flow.get("flow_permutation", "invconv"), PERMUTATIONS, f"{where}.flow.flow_permutation")
-    split = flow.get("split") or {}
-    _choice(split.get("type", "Split2d"), SPLITS, f"{where}.flow.split.type")
-    for key in ("conditional", "cond_channels"):
-        if split.get(key):
-            raise ConfigError(f"`{where}.flow.split.{key}` is not supported (no official recipe uses it)")
-    scale = opt_net.get("scale", opt.get("scale"))
-    flow_scale = opt_net.get("flow_scale") or scale
-    if scale not in (4, 8) or flow_scale not in (4, 8):
-        raise ConfigError(f"`{where}.scale` and `{where}.flow_scale` must be 4 or 8, got {scale} and {flow_scale}")
-    if flow_scale > scale:
-        raise ConfigError(f"`{where}.flow_scale` ({flow_scale}) needs RRDB features beyond `scale` ({scale})")
-    for level in range(1, L + 1):
-        factor = flow_scale / 2 ** level
-        key = {0.5: "fea_up0", 0.25: "fea_up-1"}.get(factor)
-        if factor < 1 and (key is None or not flow.get(key)):
-            raise ConfigError(f"flow level {level} of {L} at scale {flow_scale} reads RRDB feature "
-                              f"`{key or factor}`: set `{where}.flow.{key}: true` or lower `flow.L`")
-    stack = flow.get("stackRRDB") or {}
-    blocks = list(stack.get("blocks") or [])
-    if any(not 0 <= b < opt_net["nb"] for b in blocks):
-        raise ConfigError(f"`{where}.flow.stackRRDB.blocks` {blocks} must index RRDB blocks 0..{opt_net['nb'] - 1}")
-    affine = flow.get("CondAffineSeparatedAndCond") or {}
-    hidden = affine.get("hidden_channels") or 64
-    if flow.get("hidden_channels") not in (None, hidden):
-        warnings.warn(f"`{where}.flow.hidden_channels` has no effect (as in the official code); the coupling "
-                      f"width is `flow.CondAffineSeparatedAndCond.hidden_channels` ({hidden})")
-    quant = ((opt.get("datasets") or {}).get("train") or {}).get("quant")
-    return dict(
-        nf=opt_net["nf"], nb=opt_net["nb"], gc=opt_net.get("gc", 32), scale=scale,
-        K=_levels_k(opt_net, flow, L, where), L=L, flow_scale=flow_scale,
-        initial_stride=opt_net.get("initial_stride", 1), in_nc=opt_net.get("in_nc", 3),
-        out_nc=opt_net.get("out_nc", 3), blocks=blocks, concat=bool(stack.get("concat")),
-        n_no_affine=int(flow.get("additionalFlowNoAffine") or 0), split=bool(split.get("enable")),
-        correct_splits=bool(split.get("correct_splits")), consume_ratio=split.get("consume_ratio") or 0.5,
-        logs_eps=split.get("logs_eps") or 0.0, hidden_channels=hidden,
-        affine_eps=affine.get("eps", 1e-4), gaussian_loss_weight=flow.get("gaussian_loss_weight", 1),
-        quant=255 if quant is None else quant,
-        noise_quant=(flow.get("augmentation") or {}).get("noiseQuant", True),
-        train_rrdb=bool(opt_net.get("train_RRDB", False)), train_rrdb_delay=opt_net.get("train_RRDB_delay"),
-        checkpointing=bool(opt.get("checkpointing_enabled", False)), channels_last=opt.get("channels_last"))
 
 
 def load_pretrained_rrdb(net: SRFlowNet, path: str, where: str) -> None:
@@ -265,7 +165,7 @@ def load_pretrained_rrdb(net: SRFlowNet, path: str, where: str) -> None:
 def build_srflow(opt_net: dict, opt: dict) -> SRFlowNet:
     """SRFlowNet from `networks.<name>`; loads `pretrain_rrdb` when set (pass None to skip, e.g. on resume)."""
     where = f"networks.{_section_name(opt_net, opt)}"
-    net = SRFlowNet(**srflow_kwargs(opt_net, opt, where))
+    net = SRFlowNet(srflow_config(opt_net, opt, where))
     if opt_net.get("pretrain_rrdb"):
         load_pretrained_rrdb(net, opt_net["pretrain_rrdb"], where)
     return net

@@ -7,19 +7,19 @@ import torch
 from torch.utils.data import Subset
 
 from data import build_dataloader, build_dataset
+from models.srflow.gaussian import gaussian_logp
 from trainer.context import RunContext
 from trainer.evaluators import EVALUATORS
 from utils.dist import unwrap
 from utils.errors import ConfigError
 
-HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 LEVELS = 255  # 8-bit values are k / 255 (k = 0..255): each one's bin is 1/255 wide on the [0, 1] scale
 DEQUANTISATION_SEED = 0  # the dequantisation noise is the same at every pass
 
 
 def standard_normal_logp(z: torch.Tensor) -> torch.Tensor:
-    """Per-image log-density of z under N(0, I), summed over C, H, W."""
-    return (-HALF_LOG_2PI - 0.5 * z.double() ** 2).flatten(1).sum(1)
+    """Per-image log-density of z under N(0, I), summed over C, H, W, in float64."""
+    return gaussian_logp(z.double())
 
 
 def dequantise(hq: torch.Tensor, generator: torch.Generator) -> torch.Tensor:

@@ -1,0 +1,145 @@
+"""SRFlow's options and their defaults, in one place, and how a recipe's `networks.<name>` section maps onto them.
+
+A default is what the official code does when the recipe leaves the key out (absent is not false: no
+`split.enable` means no split, no `additionalFlowNoAffine` means none of those steps). The recipe schema
+(utils/options.py) leaves these keys absent when a recipe does, so that these defaults apply.
+"""
+import warnings
+from dataclasses import dataclass
+from typing import Dict, Optional, Tuple, Union
+
+from models.recipe_section import given, lookup
+from models.rrdb import RRDBConfig, rrdb_config
+from utils.errors import ConfigError, closest
+
+
+@dataclass(frozen=True)
+class FlowConfig:
+    """The flow: `networks.<name>.flow` (the key path of each field is in FLOW_KEYS)."""
+    L: int  # levels
+    K: Union[int, Tuple[int, ...]]  # coupling steps per level; a tuple is per level, index 0 unused
+    n_no_affine: int = 0  # steps of ActNorm and 1x1 conv only, before the couplings of each level
+    split: bool = False  # a Split2d after each level but the last two (the last one with correct_splits)
+    correct_splits: bool = False
+    consume_ratio: float = 0.5  # share of the channels a split factors out
+    logs_eps: float = 0.0  # added to the split prior's std
+    hidden_channels: int = 64  # width of the couplings' conditioning networks
+    affine_eps: float = 1e-4  # floor of the couplings' scales
+    gaussian_loss_weight: float = 1.0  # weight of the splits' prior term in logdet (DLAS)
+    noise_quant: bool = True  # training adds uniform dequantisation noise of one quantisation step
+    blocks: Tuple[int, ...] = ()  # RRDB blocks whose outputs are stacked into the conditioning
+    concat: bool = False  # whether they are
+    fea_up0: bool = False  # the RRDB gives a feature at 1/2 of the LR size (a level may read it)
+    fea_up_1: bool = False  # and at 1/4 (`fea_up-1`)
+
+
+@dataclass(frozen=True)
+class SRFlowConfig:
+    """The whole network: its RRDB, its flow, and the flow's scale and quantisation."""
+    rrdb: RRDBConfig
+    flow: FlowConfig
+    flow_scale: Optional[int] = None  # see feature_scale
+    quant: float = 255  # dequantisation levels: the recipe's `datasets.train.quant`
+    train_rrdb: bool = False  # the recipe's `train_RRDB`: whether the RRDB trains with the flow
+
+    def feature_scale(self) -> int:
+        """The HR/LR factor of the RRDB features the flow reads (level l: this / 2**l): `flow_scale`, else the
+        RRDB's scale."""
+        return self.flow_scale or self.rrdb.scale
+
+
+FLOW_KEYS: Dict[str, Tuple[str, ...]] = {  # FlowConfig field -> its key path under `flow` (K: see _levels_k)
+    "L": ("L",), "n_no_affine": ("additionalFlowNoAffine",), "split": ("split", "enable"),
+    "correct_splits": ("split", "correct_splits"), "consume_ratio": ("split", "consume_ratio"),
+    "logs_eps": ("split", "logs_eps"), "hidden_channels": ("CondAffineSeparatedAndCond", "hidden_channels"),
+    "affine_eps": ("CondAffineSeparatedAndCond", "eps"), "gaussian_loss_weight": ("gaussian_loss_weight",),
+    "noise_quant": ("augmentation", "noiseQuant"), "blocks": ("stackRRDB", "blocks"),
+    "concat": ("stackRRDB", "concat"), "fea_up0": ("fea_up0",), "fea_up_1": ("fea_up-1",),
+}
+CHOICES = {("coupling",): ("CondAffineSeparatedAndCond",), ("flow_permutation",): ("invconv",),
+           ("split", "type"): ("Split2d",)}  # the one value each may have; absent is that value,
+REQUIRED_CHOICE = ("coupling",)  # except for the coupling, which a recipe must name
+UNSUPPORTED = (("split", "conditional"), ("split", "cond_channels"))  # no official recipe uses them
+IGNORED = (("patch_size",), ("noInitialInj",), ("hidden_channels",),  # accepted, without effect (as officially)
+           ("CondAffineSeparatedAndCond", "multReverse"))
+RECIPE_FLOW_KEYS = sorted({path[0] for path in (*FLOW_KEYS.values(), *CHOICES, *IGNORED)} | {"K"})
+
+
+def _levels_k(opt_net: dict, flow: dict, L: int, where: str) -> Union[int, Tuple[int, ...]]:
+    """Steps per level. The official code uses the constructor's K (DLAS: the section's `K`) whenever
+    flow.K is an int, and flow.K itself when it is a per-level list (index 0 unused)."""
+    k_flow, k_top = flow.get("K"), opt_net.get("K")
+    if isinstance(k_flow, (list, tuple)):
+        if len(k_flow) < L + 1:
+            raise ConfigError(f"`{where}.flow.K` as a list needs L + 1 = {L + 1} entries (index 0 unused)")
+        return tuple(k_flow)
+    if k_top is None and k_flow is None:
+        raise ConfigError(f"`{where}.K` is required (steps per flow level)")
+    if k_top is not None and k_flow is not None and k_top != k_flow:
+        raise ConfigError(f"`{where}.K` ({k_top}) and `{where}.flow.K` ({k_flow}) disagree; DLAS would use "
+                          f"{k_top}: make them equal")
+    return int(k_top if k_top is not None else k_flow)
+
+
+def _check_keys(opt_net: dict, flow: dict, where: str) -> None:
+    for key, value in flow.items():
+        if key not in RECIPE_FLOW_KEYS and value is not None:
+            raise ConfigError(f"unknown key `{where}.flow.{key}`{closest(key, RECIPE_FLOW_KEYS)}; "
+                              f"known: {', '.join(RECIPE_FLOW_KEYS)}")
+    for key in ("nf", "nb"):
+        if key not in opt_net:
+            raise ConfigError(f"`{where}.{key}` is required for which_model_G: srflow")
+    if "L" not in flow:
+        raise ConfigError(f"`{where}.flow.L` is required (number of flow levels)")
+    for path, known in CHOICES.items():
+        value = lookup(flow, path)
+        if value not in known and (value is not None or path == REQUIRED_CHOICE):
+            raise ConfigError(f"unknown {path[-1]} `{value}` at `{where}.flow.{'.'.join(path)}`"
+                              f"{closest(value, known)}; known: {', '.join(known)}")
+    for path in UNSUPPORTED:
+        if lookup(flow, path):
+            raise ConfigError(f"`{where}.flow.{'.'.join(path)}` is not supported (no official recipe uses it)")
+
+
+def _warn_ignored_width(flow: dict, config: FlowConfig, where: str) -> None:
+    if flow.get("hidden_channels") not in (None, config.hidden_channels):
+        warnings.warn(f"`{where}.flow.hidden_channels` has no effect (as in the official code); the coupling "
+                      f"width is `flow.CondAffineSeparatedAndCond.hidden_channels` ({config.hidden_channels})")
+
+
+def _check_sizes(config: SRFlowConfig, where: str) -> None:
+    scale, flow_scale, flow = config.rrdb.scale, config.feature_scale(), config.flow
+    if scale not in (4, 8) or flow_scale not in (4, 8):
+        raise ConfigError(f"`{where}.scale` and `{where}.flow_scale` must be 4 or 8, got {scale} and {flow_scale}")
+    if flow_scale > scale:
+        raise ConfigError(f"`{where}.flow_scale` ({flow_scale}) needs RRDB features beyond `scale` ({scale})")
+    below_lr = {0.5: ("fea_up0", flow.fea_up0), 0.25: ("fea_up-1", flow.fea_up_1)}
+    for level in range(1, flow.L + 1):
+        factor = flow_scale / 2 ** level
+        key, enabled = below_lr.get(factor, (None, False))
+        if factor < 1 and not enabled:
+            raise ConfigError(f"flow level {level} of {flow.L} at scale {flow_scale} reads RRDB feature "
+                              f"`{key or factor}`: set `{where}.flow.{key}: true` or lower `flow.L`")
+    if any(not 0 <= b < config.rrdb.nb for b in flow.blocks):
+        raise ConfigError(f"`{where}.flow.stackRRDB.blocks` {list(flow.blocks)} must index RRDB blocks "
+                          f"0..{config.rrdb.nb - 1}")
+
+
+def srflow_config(opt_net: dict, opt: dict, where: str) -> SRFlowConfig:
+    """SRFlowConfig from a recipe's network section `where` (and the recipe's top-level and dataset keys it
+    reads); a key that is absent or None keeps its default. Refuses what the network cannot build."""
+    flow = opt_net.get("flow")
+    if not isinstance(flow, dict):
+        raise ConfigError(f"`{where}.flow` is required for which_model_G: srflow")
+    _check_keys(opt_net, flow, where)
+    fields = given(**{name: lookup(flow, path) for name, path in FLOW_KEYS.items()})
+    fields["L"] = int(flow["L"])
+    if "blocks" in fields:
+        fields["blocks"] = tuple(fields["blocks"])
+    flow_config = FlowConfig(**fields, K=_levels_k(opt_net, flow, fields["L"], where))
+    _warn_ignored_width(flow, flow_config, where)
+    config = SRFlowConfig(rrdb_config(opt_net, opt), flow_config, **given(
+        flow_scale=opt_net.get("flow_scale"), quant=lookup(opt, ("datasets", "train", "quant")),
+        train_rrdb=opt_net.get("train_RRDB")))
+    _check_sizes(config, where)
+    return config
