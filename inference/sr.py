@@ -5,7 +5,6 @@ them in from bicubic.
 SRFlow "has a knack for producing NaNs in the reverse direction" on latents far from its training data;
 every SR image made here goes through `super_resolve`, so none is written with such pixels unannounced.
 """
-import warnings
 from typing import Callable, List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
@@ -60,24 +59,16 @@ def forward(net: nn.Module, lq: torch.Tensor, temperature: Optional[float],
     """One pass: the SR image and how many diverged values (non-finite or beyond BLOWN_UP) the network
     made. Their pixels are filled in from the bicubic upscaling of `lq`, the one stand-in always sensible.
 
-    SRFlow's decode replaces non-finite values (and warns) before returning, so they are found on the
-    flow's own output through a hook; the caller reports them instead of that warning.
+    SRFlow's decode returns what the flow computed, diverged values included: this module alone decides
+    what to do about them (detect, retry at lower temperatures, fill in, count).
     """
     if not is_flow(net):
         sr = net(lq)
         return _fill_diverged(sr, diverged(sr), lq)
-    masks: List[torch.Tensor] = []
-    hook = net.flowUpsamplerNet.register_forward_hook(lambda _m, _i, out: masks.append(diverged(out[0])))
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message="SRFlow decode produced", category=RuntimeWarning)
-            # at t=0 the scaled latents are zeros: the prior's mean, also for latents that are not finite
-            epses = [z * temperature for z in latents] if latents is not None and temperature else []
-            sr = net(lr=lq, z=None, eps_std=temperature, reverse=True, epses=epses, lr_enc=lr_enc,
-                     add_gt_noise=False)[0]
-    finally:
-        hook.remove()
-    return _fill_diverged(sr, masks[-1], lq)  # the flow's own output: sr only lost its non-finite values
+    # at t=0 the scaled latents are zeros: the prior's mean, also for latents that are not finite
+    epses = [z * temperature for z in latents] if latents is not None and temperature else []
+    sr = net(lr=lq, z=None, eps_std=temperature, reverse=True, epses=epses, lr_enc=lr_enc, add_gt_noise=False)[0]
+    return _fill_diverged(sr, diverged(sr), lq)
 
 
 def diverged(x: torch.Tensor) -> torch.Tensor:

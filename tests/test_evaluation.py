@@ -17,11 +17,9 @@ import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 import inference.test_runner as test_runner
-from conftest import tiny_rrdb_recipe
+from conftest import matlab_shrink_uint8, run_test_py, save_random_weights, tiny_rrdb_recipe, tiny_test_srflow_recipe
 from inference.model import parse_inference_options
 from inference.pictures import PANEL_SIDES, nll_figure
-from test_inference import run_test_py, save_random_weights, tiny_srflow_recipe
-from test_metrics import matlab_shrink_uint8
 from trainer.trainer import Trainer
 from utils.errors import ConfigError
 from utils.files import atomic_write_text
@@ -47,11 +45,11 @@ def photo_dir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def weights(photo_dir, tmp_path_factory):
     root = tmp_path_factory.mktemp("weights")
-    return save_random_weights(tiny_srflow_recipe(str(photo_dir), root), root / "flow.pth")
+    return save_random_weights(tiny_test_srflow_recipe(str(photo_dir), root), root / "flow.pth")
 
 
 def recipe_for(photo_dir, weights, results, tensorboard=False, **test):
-    recipe = tiny_srflow_recipe(str(photo_dir), results.parent, weights)
+    recipe = tiny_test_srflow_recipe(str(photo_dir), results.parent, weights)
     recipe["path"]["results_root"] = str(results)
     recipe["use_tb_logger"] = tensorboard
     recipe["test"] = {"heats": HEATS, "samples": SAMPLES, **test}
@@ -333,3 +331,11 @@ def test_the_nll_plot_places_stages_one_after_another():
     curves = {line.get_label(): list(line.get_xdata()) for line in ax.lines if line.get_linestyle() == "-"}
     assert curves == {"flow": [20, 30], "joint": [40, 50]}
     assert sorted(line.get_xdata()[0] for line in ax.lines if line.get_linestyle() == "--") == [0, 10, 30, 50]
+
+
+def test_validation_scores_diverged_values_as_black_or_white_and_says_so():
+    from trainer.evaluators.sr_metrics import as_image
+    sr = torch.tensor([[[[float("nan"), float("inf"), -float("inf"), 0.5, 7.0]]]])
+    with pytest.warns(RuntimeWarning, match="3 non-finite values"):
+        image = as_image(sr, "val t=0.8")
+    assert image.tolist() == [[[[0.0, 1.0, 0.0, 0.5, 1.0]]]]

@@ -2,11 +2,13 @@
 import copy
 import importlib.util
 import math
+import warnings
 from pathlib import Path
 
 import pytest
 import torch
 
+from inference.sr import super_resolve
 from models import build_network, is_flow, load_network_weights
 from models.rrdb import RRDBNet
 from models.srflow.actnorm import ActNorm
@@ -113,7 +115,7 @@ def test_dlas_injectors_call_positionally(net4):
     assert sr.shape == hr.shape and rrdb_out.shape == hr.shape and not sr.requires_grad
 
 
-def test_out_of_distribution_latents_warn_and_stay_finite():
+def test_out_of_distribution_latents_come_back_as_computed_and_inference_makes_them_finite():
     net = randomize(build(recipe(4)))
     with torch.no_grad():  # push every coupling scale to its floor (1e-4): decode divides by it
         for name, p in net.named_parameters():
@@ -121,9 +123,15 @@ def test_out_of_distribution_latents_warn_and_stay_finite():
                 p[1::2] = -30.0
     lr, _ = inputs(4)
     z = torch.randn(net.z_shape(lr.shape)) * 50
-    with pytest.warns(RuntimeWarning, match="non-finite pixel values"):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the network neither warns nor hides what it computed
         sr, _, _ = net(lr=lr, z=z, eps_std=1.0, reverse=True)
-    assert torch.isfinite(sr).all()
+    assert not torch.isfinite(sr).all()
+    # The policy is inference's: detect, retry lower, fill in from bicubic, count.
+    messages = []
+    result = super_resolve(net.eval(), lr, 1.0, latents=[z], report=messages.append)
+    assert torch.isfinite(result.image).all()
+    assert any("diverged pixel values at t=1" in m for m in messages), messages
 
 
 def test_frozen_rrdb_gets_no_gradient_until_unfrozen():

@@ -1,7 +1,6 @@
 """SRFlowNet: RRDB encoder + conditional flow, with the official forward signature and DLAS's recipe keys."""
 import math
 import os
-import warnings
 from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
@@ -108,7 +107,9 @@ class SRFlowNet(nn.Module):
     def decode(self, lr: torch.Tensor, z: Optional[torch.Tensor] = None, eps_std: Optional[float] = None,
                epses: Optional[List[torch.Tensor]] = None, lr_enc: Optional[LrEnc] = None,
                add_gt_noise: bool = True) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
-        """(sr, logdet, rrdb_out): z from the end of `epses` if given, else `z`, else drawn at `eps_std`."""
+        """(sr, logdet, rrdb_out): z from the end of `epses` if given, else `z`, else drawn at `eps_std`.
+        Latents far from the training data can make the reverse flow diverge (inf, NaN, huge values): sr is
+        returned as computed, and inference/sr.py decides what to do about it."""
         shape = self.z_shape(lr.shape)
         epses = list(epses) if epses else None  # the caller's list stays whole
         if epses:
@@ -124,19 +125,7 @@ class SRFlowNet(nn.Module):
             pixels = z.shape[2] * z.shape[3] * 4 ** self.L
             logdet = logdet + float(math.log(self.quant) * pixels)
         sr, logdet = self.flowUpsamplerNet(z, logdet, reverse=True, conds=conds, epses=epses, eps_std=eps_std)
-        return keep_finite(sr.contiguous()), logdet, out
-
-
-def keep_finite(sr: torch.Tensor) -> torch.Tensor:
-    """Latents far from the training distribution can overflow the reverse flow: warn, and replace
-    non-finite values (NaN and -inf by 0, +inf by 1) so the image stays usable."""
-    bad = int((~torch.isfinite(sr)).sum())
-    if bad == 0:
-        return sr
-    warnings.warn(f"SRFlow decode produced {bad} non-finite pixel values of {sr.numel()} (latents far outside "
-                  f"the training distribution?); set them to 0 (NaN, -inf) or 1 (+inf)", RuntimeWarning,
-                  stacklevel=3)
-    return torch.nan_to_num(sr, nan=0.0, posinf=1.0, neginf=0.0)
+        return sr.contiguous(), logdet, out  # as computed: diverged values are inference/sr.py's to handle
 
 
 # ---- building from a DLAS recipe section ------------------------------------------------------------

@@ -1,5 +1,6 @@
 """Y-PSNR/SSIM and LR-PSNR of the generator on a validation set, beside bicubic; SRFlow is scored per
 temperature. Images too small for SSIM are found when the evaluator is built and left out with a warning."""
+import warnings
 from typing import Any, Dict, List
 
 import torch
@@ -77,8 +78,7 @@ class SRMetrics:
         for t in self.heats:
             runs = [net(lr=lq, z=None, eps_std=t, reverse=True, lr_enc=lr_enc)[0]
                     for _ in range(1 if t == 0 else self.samples)]
-            # A sample far out of distribution can overshoot wildly; images live in [0, 1].
-            out[f"_t{t:g}"] = [r.clamp(0, 1) for r in runs]
+            out[f"_t{t:g}"] = [as_image(r, f"{self.name} t={t:g}") for r in runs]
         return out
 
     def run_injectors(self, lq: torch.Tensor, hq: torch.Tensor) -> torch.Tensor:
@@ -131,6 +131,18 @@ class SRMetrics:
                 _add(sums, f"lr_psnr{key}", sum(lr_psnr(img, target, self.scale) for img in images) / len(images))
                 if len(samples) > 1:
                     _add(sums, f"diversity{key}", float(torch.stack([s[b] for s in samples]).std(0).mean()))
+
+
+def as_image(sr: torch.Tensor, where: str) -> torch.Tensor:
+    """SRFlow's output as an image in [0, 1]. A sample far out of distribution can overshoot wildly, and a
+    diverged reverse flow gives inf or NaN: validation scores those values as 0 (NaN, -inf) and 1 (+inf),
+    and says so (test.py and the playground retry at lower temperatures instead: inference/sr.py)."""
+    bad = int((~torch.isfinite(sr)).sum())
+    if bad:
+        warnings.warn(f"validation {where}: {bad} non-finite values of {sr.numel()} scored as 0 (NaN, -inf) or "
+                      "1 (+inf)", RuntimeWarning, stacklevel=2)
+        sr = torch.nan_to_num(sr, nan=0.0, posinf=1.0, neginf=0.0)
+    return sr.clamp(0, 1)
 
 
 def _add(sums: Dict[str, float], key: str, value: float) -> None:
