@@ -1,4 +1,7 @@
+import math
+import runpy
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 import pytest
@@ -99,3 +102,73 @@ def no_downloads(monkeypatch):
         raise urllib.error.URLError(f"the test suite downloads nothing ({url})")
 
     monkeypatch.setattr("torch.hub.download_url_to_file", offline)
+
+
+# ---- helpers shared by several test files ------------------------------------------------------------
+
+def randomize(net, seed: int = 0):
+    """Every parameter small and random (1x1 flow convs near identity), so that every layer acts."""
+    import torch
+    from models import load_network_weights
+    g = torch.Generator().manual_seed(seed)
+    sd = {k: torch.randn(v.shape, generator=g) * 0.05 + (torch.eye(v.shape[0]) if k.endswith("invconv.weight") else 0)
+          for k, v in net.state_dict().items()}
+    load_network_weights(net, sd)
+    return net.eval()
+
+
+def save_random_weights(recipe: dict, path: Path) -> str:
+    import torch
+    from inference.model import parse_inference_options
+    from models import build_network
+    opt = parse_inference_options(recipe)
+    torch.save(randomize(build_network(opt["networks"]["generator"], opt)).state_dict(), path)
+    return str(path)
+
+
+def run_test_py(*argv: str) -> int:
+    return runpy.run_path(str(ROOT / "test.py"))["main"](list(argv))
+
+
+def _cubic(x):
+    x = np.abs(x)
+    far = -0.5 * x ** 3 + 2.5 * x ** 2 - 4 * x + 2
+    return np.where(x <= 1, 1.5 * x ** 3 - 2.5 * x ** 2 + 1, np.where(x <= 2, far, 0))
+
+
+def matlab_shrink_uint8(img, factor):
+    """Reference: MATLAB's imresize(uint8 image, 1/factor) written out output pixel by output pixel: the
+    antialiased cubic kernel, mirrored edges, normalised weights, rows then columns, uint8 after each pass."""
+    out = img.astype(np.float64)
+    for axis in (0, 1):
+        n = out.shape[axis]
+        lines = []
+        for i in range(1, math.ceil(n / factor) + 1):
+            u = i * factor + 0.5 * (1 - factor)  # the output pixel's centre in 1-based input coordinates
+            taps = np.arange(math.floor(u - 2 * factor), math.ceil(u + 2 * factor) + 1)
+            weights = _cubic((u - taps) / factor)
+            weights /= weights.sum()
+            zero_based = taps - 1
+            mirrored = np.where(zero_based < 0, -zero_based - 1,  # symmetric padding on both sides
+                                np.where(zero_based >= n, 2 * n - zero_based - 1, zero_based))
+            lines.append(np.tensordot(weights, np.take(out, mirrored, axis=axis), axes=(0, axis)))
+        out = np.clip(np.round(np.stack(lines, axis=axis)), 0, 255)
+    return out.astype(np.uint8)
+
+
+TINY_FLOW = {"patch_size": 32, "K": 2, "L": 3, "noInitialInj": True, "coupling": "CondAffineSeparatedAndCond",
+             "additionalFlowNoAffine": 2, "split": {"enable": True}, "fea_up0": True, "fea_up-1": True,
+             "stackRRDB": {"blocks": [0, 1], "concat": True}, "gaussian_loss_weight": 1,
+             "CondAffineSeparatedAndCond": {"hidden_channels": 8}}
+
+
+def tiny_test_srflow_recipe(test_dir: str, root: Path, weights: Optional[str] = None) -> dict:
+    """A test recipe: a tiny SRFlow, a `datasets.test` section of HQ images, no training sections."""
+    net = {"type": "generator", "which_model_G": "srflow", "nf": 8, "nb": 2, "gc": 4, "K": 2, "scale": 4,
+           "flow_scale": 4, "flow": TINY_FLOW}
+    return {"name": "tiny_srflow", "scale": 4, "gpu_ids": [],
+            "datasets": {"test": {"name": "set", "mode": "fullimage", "dataroot_GT": test_dir, "scale": 4}},
+            "networks": {"generator": net},
+            "path": {"experiments_root": str(root / "experiments"), "results_root": str(root / "results"),
+                     **({"pretrain_model_generator": weights} if weights else {})},
+            "test": {"heats": [0.0, 0.5]}}

@@ -1,8 +1,6 @@
 """Inference: padding, tiles, NaN fallback, weights lookup, and test.py's outputs and metrics."""
 import csv
-import runpy
 from pathlib import Path
-from typing import Optional
 
 import cv2
 import numpy as np
@@ -10,65 +8,28 @@ import pytest
 import torch
 import yaml
 
-from conftest import ROOT, tiny_rrdb_recipe
+from conftest import ROOT, run_test_py, save_random_weights, tiny_rrdb_recipe, tiny_test_srflow_recipe
 from data.imresize import imresize
 from inference.model import load_generator, parse_inference_options, weights_path
 from inference.sr import conditioning, encode, lr_multiple, super_resolve
-from models import build_network, load_network_weights
 from models.weights import OFFICIAL_NAMES
 from utils.errors import ConfigError
 from utils.image import read_image
 from utils.metrics import psnr_y, ssim_y
 from utils.options import load_yaml
 
-TINY_FLOW = {"patch_size": 32, "K": 2, "L": 3, "noInitialInj": True, "coupling": "CondAffineSeparatedAndCond",
-             "additionalFlowNoAffine": 2, "split": {"enable": True}, "fea_up0": True, "fea_up-1": True,
-             "stackRRDB": {"blocks": [0, 1], "concat": True}, "gaussian_loss_weight": 1,
-             "CondAffineSeparatedAndCond": {"hidden_channels": 8}}
-
-
-def tiny_srflow_recipe(test_dir: str, root: Path, weights: Optional[str] = None) -> dict:
-    """A test recipe: a tiny SRFlow, a `datasets.test` section of HQ images, no training sections."""
-    net = {"type": "generator", "which_model_G": "srflow", "nf": 8, "nb": 2, "gc": 4, "K": 2, "scale": 4,
-           "flow_scale": 4, "flow": TINY_FLOW}
-    return {"name": "tiny_srflow", "scale": 4, "gpu_ids": [],
-            "datasets": {"test": {"name": "set", "mode": "fullimage", "dataroot_GT": test_dir, "scale": 4}},
-            "networks": {"generator": net},
-            "path": {"experiments_root": str(root / "experiments"), "results_root": str(root / "results"),
-                     **({"pretrain_model_generator": weights} if weights else {})},
-            "test": {"heats": [0.0, 0.5]}}
-
-
-def randomize(net: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Every parameter small and random (1x1 flow convs near identity), so that every layer acts."""
-    g = torch.Generator().manual_seed(seed)
-    sd = {k: torch.randn(v.shape, generator=g) * 0.05 + (torch.eye(v.shape[0]) if k.endswith("invconv.weight") else 0)
-          for k, v in net.state_dict().items()}
-    load_network_weights(net, sd)
-    return net.eval()
-
-
-def save_random_weights(recipe: dict, path: Path) -> str:
-    opt = parse_inference_options(recipe)
-    torch.save(randomize(build_network(opt["networks"]["generator"], opt)).state_dict(), path)
-    return str(path)
-
 
 @pytest.fixture(scope="module")
 def flow_setup(image_dirs, tmp_path_factory):
     """(recipe with random tiny SRFlow weights, tmp root)."""
     root = tmp_path_factory.mktemp("flow")
-    weights = save_random_weights(tiny_srflow_recipe(image_dirs["val"], root), root / "weights.pth")
-    return tiny_srflow_recipe(image_dirs["val"], root, weights), root
+    weights = save_random_weights(tiny_test_srflow_recipe(image_dirs["val"], root), root / "weights.pth")
+    return tiny_test_srflow_recipe(image_dirs["val"], root, weights), root
 
 
 @pytest.fixture(scope="module")
 def flow_net(flow_setup):
     return load_generator(parse_inference_options(flow_setup[0]))[0]
-
-
-def run_test_py(*argv: str) -> int:
-    return runpy.run_path(str(ROOT / "test.py"))["main"](list(argv))
 
 
 def test_odd_sizes_are_padded_and_cropped_back_and_t0_is_deterministic(flow_net):

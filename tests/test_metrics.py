@@ -6,6 +6,7 @@ import skimage.data
 import torch
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
+from conftest import matlab_shrink_uint8
 from data.lr_consistency import lr_psnr
 from utils.image import rgb_to_y
 from utils.metrics import psnr_rgb, psnr_y, ssim_rgb, ssim_rgb_fits, ssim_y, ssim_y_fits
@@ -81,32 +82,6 @@ def test_rgb_metrics_are_the_official_srflow_measure(name):
     assert ssim_rgb(sr, hq) == pytest.approx(reference, abs=1e-9)
     as_tensor = torch.from_numpy(sr).permute(2, 0, 1).float() / 255
     assert psnr_rgb(as_tensor, hq) == pytest.approx(psnr_rgb(sr, hq), abs=1e-9)
-
-
-def _cubic(x):
-    x = np.abs(x)
-    far = -0.5 * x ** 3 + 2.5 * x ** 2 - 4 * x + 2
-    return np.where(x <= 1, 1.5 * x ** 3 - 2.5 * x ** 2 + 1, np.where(x <= 2, far, 0))
-
-
-def matlab_shrink_uint8(img, factor):
-    """Reference: MATLAB's imresize(uint8 image, 1/factor) written out output pixel by output pixel: the
-    antialiased cubic kernel, mirrored edges, normalised weights, rows then columns, uint8 after each pass."""
-    out = img.astype(np.float64)
-    for axis in (0, 1):
-        n = out.shape[axis]
-        lines = []
-        for i in range(1, math.ceil(n / factor) + 1):
-            u = i * factor + 0.5 * (1 - factor)  # the output pixel's centre in 1-based input coordinates
-            taps = np.arange(math.floor(u - 2 * factor), math.ceil(u + 2 * factor) + 1)
-            weights = _cubic((u - taps) / factor)
-            weights /= weights.sum()
-            zero_based = taps - 1
-            mirrored = np.where(zero_based < 0, -zero_based - 1,  # symmetric padding on both sides
-                                np.where(zero_based >= n, 2 * n - zero_based - 1, zero_based))
-            lines.append(np.tensordot(weights, np.take(out, mirrored, axis=axis), axes=(0, axis)))
-        out = np.clip(np.round(np.stack(lines, axis=axis)), 0, 255)
-    return out.astype(np.uint8)
 
 
 @pytest.mark.parametrize("name", PHOTOS)

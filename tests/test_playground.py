@@ -8,11 +8,10 @@ import pytest
 import torch
 import yaml
 
-from conftest import ROOT
+from conftest import ROOT, save_random_weights, tiny_test_srflow_recipe
 from inference.corrupt import corrupt
 from inference.images import resample
 from inference.latents import center_crop, normalize_for_restore, slerp, strip_fractions
-from test_inference import save_random_weights, tiny_srflow_recipe
 from utils.image import read_image
 from utils.metrics import psnr_y
 
@@ -23,7 +22,7 @@ SCRIPT = ROOT / "scripts" / "srflow_latent_space_playground.py"
 def play(image_dirs, tmp_path_factory):
     """play(mode, *extra args, output=DIR) runs the script in-process on the validation images, as HQ."""
     root = tmp_path_factory.mktemp("playground")
-    recipe = tiny_srflow_recipe(image_dirs["val"], root)
+    recipe = tiny_test_srflow_recipe(image_dirs["val"], root)
     recipe["path"]["pretrain_model_generator"] = save_random_weights(recipe, root / "weights.pth")
     (root / "recipe.yml").write_text(yaml.safe_dump(recipe))
     main = runpy.run_path(str(SCRIPT))["main"]

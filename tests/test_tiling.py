@@ -11,11 +11,10 @@ from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-from conftest import ROOT, tiny_srflow_recipe
+from conftest import ROOT, randomize, tiny_srflow_recipe
 from inference.model import parse_inference_options
 from inference.sr import super_resolve
 from models import build_network
-from test_inference import randomize
 from utils.metrics import psnr_y
 
 
