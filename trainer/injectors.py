@@ -4,6 +4,7 @@ from typing import Any, Dict, List
 import torch
 
 from trainer.context import RunContext
+from utils.dist import unwrap
 from utils.errors import ConfigError
 from utils.options import as_list
 from utils.registry import Registry
@@ -13,8 +14,8 @@ INJECTORS = Registry("injector")
 
 def active(opt: Dict[str, Any], it: int) -> bool:
     """DLAS's scheduling keys shared by injectors and losses: `every`, `after`, `before`."""
-    before = opt.get("before", -1)
-    return it % max(opt.get("every", 1), 1) == 0 and it >= opt.get("after", 0) and (before < 0 or it < before)
+    before = opt["before"]
+    return it % opt["every"] == 0 and it >= opt["after"] and (before < 0 or it < before)
 
 
 class Injector:
@@ -48,15 +49,15 @@ class GeneratorInjector(Injector):
 
     def __call__(self, state: Dict[str, Any]) -> Dict[str, Any]:
         net = self.env.networks[self.opt["generator"]]
-        if hasattr(net, "module") and (self.opt.get("method") or not self.feeds_loss):
-            net = net.module
+        if self.opt.get("method") or not self.feeds_loss:
+            net = unwrap(net)  # DDP only around what a loss back-propagates through
         method = getattr(net, self.opt["method"]) if self.opt.get("method") else net
         args = as_list(self.lookup(self.opt["in"], state))
-        if self.opt.get("grad", True) and self.feeds_loss:
-            results = method(*args, **self.opt.get("args", {}))
+        if self.opt["grad"] and self.feeds_loss:
+            results = method(*args, **self.opt["args"])
         else:
             with torch.no_grad():
-                results = method(*args, **self.opt.get("args", {}))
+                results = method(*args, **self.opt["args"])
         if not isinstance(self.opt["out"], list):
             return {self.opt["out"]: results}
         if not isinstance(results, (list, tuple)) or len(results) < len(self.opt["out"]):

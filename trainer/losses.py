@@ -23,7 +23,7 @@ CRITERIA: Dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
 class Loss:
     def __init__(self, name: str, opt: Dict[str, Any], env: RunContext):
         self.name, self.opt, self.env = name, opt, env
-        self.weight = float(opt.get("weight", 1))
+        self.weight = float(opt["weight"])
 
     def read(self, state: Dict[str, Any], key: str) -> torch.Tensor:
         if key not in state:
@@ -41,13 +41,13 @@ class PixLoss(Loss):
 
     def __init__(self, name: str, opt: Dict[str, Any], env: RunContext):
         super().__init__(name, opt, env)
-        criterion = opt.get("criterion", "l1")
+        criterion = opt["criterion"]
         if criterion not in CRITERIA:
             raise ConfigError(f"loss `{name}`: unknown criterion `{criterion}`; known: {', '.join(CRITERIA)}")
         self.criterion = CRITERIA[criterion]
 
     def __call__(self, state: Dict[str, Any]) -> torch.Tensor:
-        real = self.read(state, self.opt["real"]) * self.opt.get("real_scale", 1) + self.opt.get("real_offset", 0)
+        real = self.read(state, self.opt["real"]) * self.opt["real_scale"] + self.opt["real_offset"]
         return self.criterion(self.read(state, self.opt["fake"]).float(), real.float())
 
 
@@ -59,7 +59,7 @@ class DirectLoss(Loss):
         loss = self.read(state, self.opt["key"]).float().mean()
         if self.opt.get("inverted"):
             loss = -loss
-        anneal = self.opt.get("annealing_termination_step", 0)
+        anneal = self.opt["annealing_termination_step"]
         if anneal > 0:
             loss = loss * min(self.env.step, anneal) / anneal
         return loss

@@ -139,9 +139,9 @@ NETWORK_MODELS = {
 }
 NETWORK = ("variant", "which_model_G", NETWORK_MODELS, NETWORK_COMMON)
 
-SCHEDULE = {"every": Key(int, 1, at_least=1), "after": Key(int, 0, at_least=0)}  # injectors, losses and steps
-INJECTOR_COMMON = {"type": Key(str, REQUIRED), "in": Key(ANY), "out": Key(STR_OR_LIST, items=TEXT), **SCHEDULE,
-                   "before": Key(int, -1, at_least=-1)}
+# injectors, losses and steps: active every `every` iterations from `after` on, until `before` (-1: always)
+SCHEDULE = {"every": Key(int, 1, at_least=1), "after": Key(int, 0, at_least=0), "before": Key(int, -1, at_least=-1)}
+INJECTOR_COMMON = {"type": Key(str, REQUIRED), "in": Key(ANY), "out": Key(STR_OR_LIST, items=TEXT), **SCHEDULE}
 INJECTOR_TYPES = {"generator": {"generator": Key(str, REQUIRED), "grad": Key(bool, True), "method": Key(str),
                                 "args": Key(dict, {}), "fp16": Key(bool, True)}}
 LOSS_COMMON = {"type": Key(str, REQUIRED), "weight": Key(NUM, 1), **SCHEDULE}
