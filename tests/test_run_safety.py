@@ -237,3 +237,14 @@ def test_atomic_writes_get_the_usual_file_mode(tmp_path):
     finally:
         os.umask(mask)
     assert (tmp_path / "result.bin").stat().st_mode & 0o777 == 0o644
+
+
+def test_resume_auto_without_a_checkpoint_moves_what_the_stopped_run_left_aside(image_dirs, tmp_path):
+    """A run stopped before its first checkpoint: `--resume auto` (e.g. a requeued job) starts afresh and
+    keeps the files that run left."""
+    (tmp_path / "log").mkdir(parents=True)
+    (tmp_path / "log" / "train_1.log").write_text("an earlier attempt")
+    make(image_dirs, tmp_path, ["train.niter=2"], resume="auto").fit()
+    aside = [p for p in tmp_path.parent.iterdir() if p.name.startswith(f"{tmp_path.name}_archived_")]
+    assert len(aside) == 1 and (aside[0] / "log" / "train_1.log").read_text() == "an earlier attempt"
+    assert (tmp_path / "training_state" / "2.state").is_file()

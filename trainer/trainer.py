@@ -63,12 +63,13 @@ class Trainer:
         torch.manual_seed(opt["manual_seed"] + dist.rank())
         self.resume_path = self._resume_path(resume)
         resume_state = checkpoint.load_training_state(self.resume_path) if self.resume_path else None
-        if resume_state is not None:
-            recipe_changes.review(resume_state.get("opt"), opt)  # a changed network stops here, before building
-        elif self.lock:
-            archived = run_folder.make_room(self.lock, fresh)
+        changes = recipe_changes.review(resume_state.get("opt"), opt) if resume_state else []  # refusals first
+        if resume_state is None and self.lock:
+            # `--resume auto` with nothing to resume (a run stopped before its first checkpoint) starts afresh
+            # too: what that run left is moved aside, not written over.
+            archived = run_folder.make_room(self.lock, fresh or resume == "auto")
             if archived:
-                self.log.info(f"--fresh: the earlier run in {self.root} was moved to {archived}")
+                self.log.info(f"the earlier files in {self.root} (no checkpoint) were moved to {archived}")
 
         self.networks: Dict[str, nn.Module] = {}
         for name, opt_net in opt["networks"].items():
@@ -101,7 +102,7 @@ class Trainer:
         self.metrics_history: List[Dict[str, Any]] = []
         self.freezing = RRDBFreezing(opt, self.networks)
         if resume_state is not None:
-            self._load_training_state(self.resume_path, resume_state)
+            self._load_training_state(self.resume_path, resume_state, changes)
         else:
             self.it = max(opt["start_step"], 0)
         for name in self.networks:
@@ -165,7 +166,7 @@ class Trainer:
             self.networks[name] = dist.wrap_ddp(net, self.device, find_unused=find_unused(net))
 
     # ------------------------------------------------------------------------------------ checkpoints
-    def _load_training_state(self, path: Path, state: Dict[str, Any]) -> None:
+    def _load_training_state(self, path: Path, state: Dict[str, Any], changes: List[str]) -> None:
         models = path.parent.parent / "models"
         for name, net in self.networks.items():
             file = state["model_files"].get(name)
@@ -193,7 +194,7 @@ class Trainer:
         self.lineage = [e for e in state.get("lineage", []) if e["iter"] <= self.it]
         rngs = state["rng"]  # one per process of the run that saved it
         checkpoint.set_rng_state(rngs[min(dist.rank(), len(rngs) - 1)])
-        for line in recipe_changes.review(state.get("opt"), self.opt):
+        for line in changes:
             self.log.info(f"recipe changed since the checkpoint: {line}")
         self.log.info(f"resumed from {path} at iteration {self.it} (epoch {self.epoch})")
         newer = checkpoint.files_newer_than(self.root, self.it) if self.rank0 else []
