@@ -12,10 +12,9 @@ from utils.errors import ConfigError
 # Network keys that may change on resume; any other key under `networks.<name>` shapes the weights.
 NETWORK_KEYS_MAY_CHANGE = ("train_RRDB", "train_RRDB_delay", "pretrain_rrdb", "blocks_per_checkpoint",
                            "flow.gaussian_loss_weight", "flow.augmentation", "flow.patch_size")
-# Keys a resume does not use (the checkpoint's weights replace pretrained ones); bookkeeping keys.
-IGNORED = {"path.pretrain_model_": "ignored on resume: the checkpoint's weights are loaded",
-           "networks.*.pretrain_rrdb": "ignored on resume: the checkpoint's weights are loaded"}
-NOT_COMPARED = ("path.resume_state", "recipe_path", "dist", "is_train")
+# Pretrained weights are not used on resume: the checkpoint's weights replace them.
+UNUSED_ON_RESUME = "ignored on resume: the checkpoint's weights are loaded"
+NOT_COMPARED = ("recipe_path", "dist", "is_train")  # bookkeeping; of `path.*` only pretrained weights count
 
 
 def plain(value: Any) -> Any:
@@ -42,11 +41,11 @@ def _verdict(key: str) -> str:
     if parts[0] == "networks" and len(parts) > 1:
         rest = ".".join(parts[2:])
         if rest == "pretrain_rrdb":
-            return IGNORED["networks.*.pretrain_rrdb"]
-        if not rest or not any(rest == k or rest.startswith(k + ".") for k in NETWORK_KEYS_MAY_CHANGE):
+            return UNUSED_ON_RESUME
+        if not any(rest == k or rest.startswith(k + ".") for k in NETWORK_KEYS_MAY_CHANGE):
             return "fixed"
     if key.startswith("path.pretrain_model_"):
-        return IGNORED["path.pretrain_model_"]
+        return UNUSED_ON_RESUME
     return "applied"
 
 
@@ -55,7 +54,7 @@ def review(old: Any, new: Any) -> List[str]:
     change on resume."""
     lines, fixed = [], []
     for key, before, after in differences(plain(old or {}), plain(new)):
-        if key.startswith(NOT_COMPARED) or key.startswith("path.") and not key.startswith("path.pretrain_model_"):
+        if key.startswith(NOT_COMPARED) or (key.startswith("path.") and not key.startswith("path.pretrain_model_")):
             continue
         verdict = _verdict(key)
         if verdict == "fixed":
