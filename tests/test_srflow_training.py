@@ -190,21 +190,34 @@ def test_dlas_recipes_run_with_only_paths_and_sizes_changed(image_dirs, tmp_path
     assert any((tmp_path / "s2" / "visual_dbg").rglob("*.png"))
 
 
-def test_the_official_weight_l1_the_dlas_way(image_dirs, tmp_path):
-    """Official SRFlow's `weight_l1`: an L1 loss on the mean image, decoded with gradients through the flow."""
+def _weight_l1_recipe(image_dirs, tmp_path, args):
     recipe = tiny_srflow_recipe(image_dirs, tmp_path, niter=12, val_freq=100)
     step = recipe["steps"]["generator"]
-    step["injectors"]["mean_inj"] = {"type": "generator", "generator": "generator", "in": ["None", "lq", "None", 0, True],
-                                     "out": ["mean_sr"]}
+    step["injectors"]["mean_inj"] = {"type": "generator", "generator": "generator", "in": args, "out": ["mean_sr"]}
     step["losses"]["l1"] = {"type": "pix", "criterion": "l1", "weight": 0.5, "real": "hq", "fake": "mean_sr"}
     step["losses"]["log_likelihood"]["weight"] = 0  # the L1 term alone must train the flow
-    trainer = Trainer(parse_options(recipe))
+    return Trainer(parse_options(recipe))
+
+
+def test_the_official_weight_l1_the_dlas_way(image_dirs, tmp_path):
+    """Official SRFlow's `weight_l1`: an L1 loss on the mean image, decoded with gradients through the flow
+    (reverse_with_grad, the 7th argument)."""
+    trainer = _weight_l1_recipe(image_dirs, tmp_path, ["None", "lq", "None", 0, True, "None", True])
     flow_params = [p for n, p in trainer.networks["generator"].named_parameters() if "flowUpsamplerNet" in n]
-    before = [p.detach().clone() for p in flow_params]
     logs = []
     original = trainer.train_step
     trainer.train_step = lambda state: (lambda out: logs.append(out) or out)(original(state))
-    trainer.fit()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # no "receives no gradient" warning
+        trainer.fit()
     l1 = [entry["generator/l1"] for entry in logs]
     assert all(math.isfinite(v) for v in l1) and sum(l1[-3:]) < sum(l1[:3])
-    assert any(not torch.equal(a, p) for a, p in zip(before, flow_params))
+    # the NLL's weight is 0, so every non-zero gradient of the flow comes from the L1 term
+    assert sum(p.grad.abs().sum().item() for p in flow_params if p.grad is not None) > 0
+
+
+def test_a_loss_on_a_reverse_pass_without_gradients_is_reported(image_dirs, tmp_path):
+    trainer = _weight_l1_recipe(image_dirs, tmp_path, ["None", "lq", "None", 0, True])  # no reverse_with_grad
+    with pytest.warns(RuntimeWarning, match=r"losses\.l1 receives no gradient.*reverse_with_grad") as caught:
+        trainer.fit()
+    assert sum("receives no gradient" in str(w.message) for w in caught) == 1  # once, not every iteration

@@ -1,6 +1,7 @@
 """One optimisation step: injectors -> losses -> backward (with accumulation) -> optimizer."""
 import contextlib
 import math
+import warnings
 from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple
 
 import torch
@@ -57,6 +58,7 @@ class Step:
         self._mark_injectors_feeding_losses()
         self.optimizer: Optional[torch.optim.Optimizer] = None
         self.param_names: List[List[str]] = []  # names per optimizer group, so a resume can rebuild the groups
+        self._gradless_reported: set = set()
         self.add_trainable_parameters()
 
     def _mark_injectors_feeding_losses(self) -> None:
@@ -137,6 +139,19 @@ class Step:
         self.apply_hyperparameters()
         self.add_trainable_parameters()
 
+    def _report_gradless(self, terms: List[Tuple[str, torch.Tensor]]) -> None:
+        """Warn once per loss that trains nothing: its inputs were computed without gradients (e.g. SRFlow's
+        reverse pass without `reverse_with_grad`), so its weight has no effect."""
+        if not torch.is_grad_enabled():
+            return
+        for name, term in terms:
+            if not term.requires_grad and name not in self._gradless_reported:
+                self._gradless_reported.add(name)
+                warnings.warn(f"steps.{self.name}.losses.{name} receives no gradient: what it reads was computed "
+                              f"without gradients, so it trains nothing (an SRFlow reverse pass keeps them only "
+                              f"with reverse_with_grad, its 7th argument: in: [None, lq, None, 0, True, None, True])",
+                              RuntimeWarning)
+
     def run(self, state: Dict[str, Any], it: int, parts: int, autocast: Callable[[], Any],
             scaler: Optional[Any], sync: Callable[[nn.Module, bool], Any]) -> StepResult:
         """Forward/backward over `parts` accumulation chunks, then one optimizer step unless a loss is not
@@ -156,6 +171,7 @@ class Step:
                     terms = [(loss.name, loss.weight * loss(chunk)) for loss in self.losses if active(loss.opt, it)]
                 if not terms:
                     return StepResult(logs, chunk, False)
+                self._report_gradless(terms)
                 total = sum(t for _, t in terms)
                 for name, term in terms:
                     logs[f"{self.name}/{name}"] = logs.get(f"{self.name}/{name}", 0.0) + term.item() / parts
