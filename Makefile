@@ -11,10 +11,16 @@ $(VENV)/.installed: requirements.txt
 	$(PY) -m pip install --quiet -r requirements.txt
 	touch $@
 
-demo: $(VENV)/.installed  ## stage 1 (RRDB, L1) on the photos bundled with scikit-image
-	$(PY) train.py -opt options/demo/rrdb_psnr.yml
+# How `make demo` treats an earlier demo run: `--resume auto` continues an interrupted one and reports a finished
+# one again without training (so a second `make demo` costs seconds and deletes nothing); `make demo DEMO_RUN=--fresh`
+# trains anew, moving the earlier run aside to experiments/demo_rrdb_psnr_archived_<time>.
+DEMO_RUN ?= --resume auto
 
-demo-srflow: $(VENV)/.installed  ## all three SRFlow stages on the bundled photos
+demo: $(VENV)/.installed  ## stage 1 (RRDB, L1) on the photos bundled with scikit-image, then a comparison picture
+	$(PY) train.py -opt options/demo/rrdb_psnr.yml $(DEMO_RUN)
+	$(PY) scripts/demo_report.py -opt options/demo/rrdb_psnr.yml
+
+demo-srflow: $(VENV)/.installed  ## all three SRFlow stages on the bundled photos (each resumes or skips by itself)
 	$(PY) scripts/train_srflow_pipeline.py -opt options/demo/srflow_pipeline.yml
 
 test: $(VENV)/.installed  ## the default test suite (under 10 minutes on 2 CPU cores)

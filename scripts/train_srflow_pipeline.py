@@ -127,6 +127,16 @@ def summary(done: Dict[str, Dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def pictures(name: str, done: Dict[str, Dict[str, Any]]) -> str:
+    """The first and the last stage's SR of each validation photo beside bicubic and HQ, zoomed in
+    (inference/showcase.py), in experiments/<pipeline>/comparison/; their PSNRs, and where the pictures are."""
+    from inference.showcase import compare_networks
+    stages = list(done.items())
+    picked = [(stage, r["opt"], final_weights(r["opt"])) for stage, r in (stages[:1] + stages[1:][-1:])]
+    folder = Path(stages[-1][1]["opt"]["path"]["experiments_root"]).parent / name / "comparison"
+    return "\n".join(["== comparison pictures (validation photos, Y-PSNR)"] + compare_networks(picked, folder))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("-opt", "--opt", required=True, help="pipeline recipe")
@@ -141,6 +151,7 @@ def main() -> int:
             done[stage["name"]] = run_stage(spec["name"], stage, done, args.set)
         print(summary(done))
         print(plot_nll(spec["name"], done))
+        print(pictures(spec["name"], done))
 
     return run_cli(pipeline)
 
