@@ -65,6 +65,8 @@ def test_rerun_without_resume_is_refused_and_touches_nothing(image_dirs, tmp_pat
     archived = [p for p in tmp_path.iterdir() if p.name.startswith("run_archived_")]
     assert len(archived) == 1 and snapshot(archived[0]) == before
     assert (tmp_path / "run" / "training_state" / "10.state").is_file()
+    log = "".join(f.read_text() for f in (tmp_path / "run" / "log").glob("*.log"))
+    assert f"(--fresh) were moved to {archived[0]}" in log
 
 
 def test_a_run_that_fails_to_start_leaves_nothing_that_blocks_the_next(image_dirs, tmp_path):

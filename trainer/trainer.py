@@ -69,7 +69,8 @@ class Trainer:
             # too: what that run left is moved aside, not written over.
             archived = run_folder.make_room(self.lock, fresh or resume == "auto")
             if archived:
-                self.log.info(f"the earlier files in {self.root} (no checkpoint) were moved to {archived}")
+                why = "--fresh" if fresh else "no checkpoint to resume"
+                self.log.info(f"the earlier files in {self.root} ({why}) were moved to {archived}")
 
         self.networks: Dict[str, nn.Module] = {}
         for name, opt_net in opt["networks"].items():
