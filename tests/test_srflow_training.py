@@ -61,8 +61,10 @@ def test_stage3_trains_rrdb_and_keeps_flow_optimizer_state_on_resume(image_dirs,
     flow_param = step.optimizer.param_groups[0]["params"][0]
     assert step.optimizer.state[flow_param]["step"] == 6  # Adam's state came back with the flow
     before = rrdb_state(trainer)
-    trainer.fit()
+    history = trainer.fit()
     assert any(not torch.equal(v, before[k]) for k, v in rrdb_state(trainer).items())
+    # validation scores the RRDB's own SR only while it is frozen: no loss trains its HR head now
+    assert "val/psnr_t0" in history[-1] and "val/psnr_rrdb" not in history[-1]
 
 
 def unfreeze_steps(trainer):

@@ -73,8 +73,10 @@ class SRMetrics:
         """Named SR outputs (a list of samples each) for one batch."""
         if not is_flow(net):
             return {"": [self.run_injectors(lq, hq).clamp(0, 1)]}
-        lr_enc = unwrap(net).rrdb_preprocessing(lq, with_out=True)  # one RRDB pass for all samples
-        out: Dict[str, List[torch.Tensor]] = {"_rrdb": [lr_enc[1].clamp(0, 1)]}
+        # The RRDB's own SR only while it is frozen: trained with the flow, its HR head is trained by no loss.
+        frozen = not unwrap(net).train_rrdb
+        lr_enc = unwrap(net).rrdb_preprocessing(lq, with_out=frozen)  # one RRDB pass for all samples
+        out: Dict[str, List[torch.Tensor]] = {"_rrdb": [lr_enc[1].clamp(0, 1)]} if frozen else {}
         for t in self.heats:
             runs = [net(lr=lq, z=None, eps_std=t, reverse=True, lr_enc=lr_enc)[0]
                     for _ in range(1 if t == 0 else self.samples)]
