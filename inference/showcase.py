@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from data import build_dataset
+from inference.sr import conditioning
 from inference.versus_bicubic import bicubic_up, sr_image
 from inference.zoomed_comparison import detail, write_zoomed_comparison
 from models import is_flow
@@ -38,18 +39,17 @@ def contenders(label: str, net: nn.Module, opt: Dict[str, Any]) -> List[Contende
 
 def _panels(entries: Sequence[Contender], lq: torch.Tensor, hq: np.ndarray, scale: int, device: torch.device,
             name: str) -> List[tuple]:
-    """(label, uint8 image) for bicubic, every contender's samples, and HQ."""
+    """(label, uint8 image) for bicubic, every contender's samples, and HQ; one RRDB pass per network."""
     panels = [("bicubic", bicubic_up(lq, scale))]
+    passes: Dict[int, Optional[tuple]] = {}
     for entry in entries:
+        if id(entry.net) not in passes:
+            passes[id(entry.net)] = conditioning(entry.net, lq[None].to(device))
         for k in range(entry.samples):
             suffix = f" #{k + 1}" if entry.samples > 1 else ""
-            panels.append((entry.label + suffix, sr_image(entry.net, lq, device, entry.temperature, name)))
+            panels.append((entry.label + suffix, sr_image(entry.net, lq, device, entry.temperature, name,
+                                                          passes[id(entry.net)])))
     return panels + [("HQ", hq)]
-
-
-def _caption(img: np.ndarray, hq: np.ndarray, crop: int, is_hq: bool) -> str:
-    sharpness = f"detail {detail(img):.1f}"
-    return sharpness if is_hq else f"{psnr_y(img, hq, crop):.2f} dB, {sharpness}"
 
 
 def showcase(entries: Sequence[Contender], opt: Dict[str, Any], out_dir: Path,
@@ -68,11 +68,13 @@ def showcase(entries: Sequence[Contender], opt: Dict[str, Any], out_dir: Path,
         name = Path(item["hq_path"]).stem
         hq = to_uint8(item["hq"])
         panels = _panels(entries, item["lq"], hq, scale, device, name)
+        photo = {label: psnr_y(img, hq, scale) for label, img in panels[:-1]}  # HQ, the last, is the reference
+        sharpness = {label: detail(img) for label, img in panels}
         path = write_zoomed_comparison(Path(out_dir) / f"{name}.png", [
-            (label, _caption(img, hq, scale, label == "HQ"), img) for label, img in panels])
-        photo = {label: psnr_y(img, hq, scale) for label, img in panels[:-1]}
-        for label, img in panels:
-            details.setdefault(label, []).append(detail(img))
+            (label, (f"{photo[label]:.2f} dB, " if label in photo else "") + f"detail {sharpness[label]:.1f}", img)
+            for label, img in panels])
+        for label in sharpness:
+            details.setdefault(label, []).append(sharpness[label])
             if label in photo:
                 psnrs.setdefault(label, []).append(photo[label])
         lines.append(f"  {name}: " + _scored(photo) + f"; picture: {path}")

@@ -18,7 +18,6 @@ from tqdm import tqdm
 
 from data import build_dataset
 from data.image_folder import image_size
-from data.imresize import imresize
 from inference.images import conversion_note
 from inference.lpips_metric import load_lpips
 from inference.model import load_generator, pick_device
@@ -26,6 +25,7 @@ from inference.pictures import Panel, heat_map, save_figure, sweep_figure, write
 from inference.scoring import sample_statistics, score, std_map
 from inference.sr import conditioning, super_resolve
 from inference.sr_metrics_table import ResultsTable, Row, as_row, cell, format_summary
+from inference.versus_bicubic import bicubic_up
 from models import is_flow
 from utils.errors import ConfigError
 from utils.image import to_uint8, write_image
@@ -194,7 +194,7 @@ class Tester:
                 stats.append(as_row({"image": source.name, "temperature": t,
                                      **sample_statistics([r[1] for r in results[t]], hq, self.lpips)}))
             self.report(describe(source.name, t, [r[2] for r in results[t]]))
-        bicubic = to_uint8(imresize(item["lq"], scale=self.opt["scale"]).clamp(0, 1))
+        bicubic = bicubic_up(item["lq"], self.opt["scale"])
         write_strip(out_dir / "comparisons" / f"{source.stem}.png", strip_rows(bicubic, results, hq, self.crop))
         table.put(source.name, [r[2] for rs in results.values() for r in rs], stats)
 

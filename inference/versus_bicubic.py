@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from data.imresize import imresize
+from inference.images import resample
 from inference.sr import super_resolve
 from utils.image import img2tensor, to_uint8
 from utils.metrics import psnr_y
@@ -25,7 +26,7 @@ class Versus(NamedTuple):
 def make_lr(hq: np.ndarray, scale: int) -> Tuple[np.ndarray, np.ndarray]:
     """float RGB HxWx3 in [0, 1] -> (hq cut to a multiple of scale, its MATLAB-bicubic LR in [0, 1])."""
     hq = np.ascontiguousarray(hq[:hq.shape[0] - hq.shape[0] % scale, :hq.shape[1] - hq.shape[1] % scale])
-    return hq, np.clip(imresize(hq, scale=1 / scale), 0, 1)
+    return hq, resample(hq, 1 / scale)
 
 
 def bicubic_up(lq: torch.Tensor, scale: int) -> np.ndarray:
@@ -34,9 +35,10 @@ def bicubic_up(lq: torch.Tensor, scale: int) -> np.ndarray:
 
 
 def sr_image(net: nn.Module, lq: torch.Tensor, device: torch.device, temperature: Optional[float] = None,
-             name: str = "image") -> np.ndarray:
-    """`net`'s SR (SRFlow's at `temperature`, default 0) of a float 3xhxw LR tensor, as uint8 RGB."""
-    sr = super_resolve(net, lq[None].to(device), temperature or 0.0, name=name).image
+             name: str = "image", lr_enc: Optional[tuple] = None) -> np.ndarray:
+    """`net`'s SR (SRFlow's at `temperature`, default 0) of a float 3xhxw LR tensor, as uint8 RGB; `lr_enc`
+    (inference.sr.conditioning of the same LR) reuses an RRDB pass."""
+    sr = super_resolve(net, lq[None].to(device), temperature or 0.0, name=name, lr_enc=lr_enc).image
     return to_uint8(sr[0].cpu())
 
 
