@@ -27,6 +27,7 @@ from inference.sr import conditioning, super_resolve
 from inference.sr_metrics_table import ResultsTable, Row, as_row, cell, format_summary
 from inference.versus_bicubic import bicubic_up
 from models import is_flow
+from utils import precision
 from utils.errors import ConfigError
 from utils.image import to_uint8, write_image
 from utils.metrics import psnr_y
@@ -65,7 +66,10 @@ class Tester:
         self.samples = settings["samples"]
         self.device = pick_device(opt)
         self.net, self.weights = load_generator(opt, device=self.device)
-        report(f"generator `{opt['name']}`: {self.weights} on {self.device}")
+        self.dtype, note = precision.autocast_dtype(opt["precision"], self.device, f"precision: {opt['precision']}")
+        report(f"generator `{opt['name']}`: {self.weights} on {self.device}" + (" in bf16" if self.dtype else ""))
+        if note:
+            report(note)
         heats = list(dict.fromkeys(float(t) for t in settings["heats"]))  # a repeated one would overwrite itself
         self.heats: List[Optional[float]] = heats if is_flow(self.net) else [None]
         self.tile = settings["tile"]
@@ -90,7 +94,8 @@ class Tester:
                 "weights_mtime_ns": weights.stat().st_mtime_ns, "temperatures": self.heats,
                 "samples": self.samples, "tile": self.tile, "tile_overlap": self.overlap,
                 "crop_border": self.crop, "manual_seed": self.opt["manual_seed"], "device": self.device.type,
-                "lpips": has_hq and self.lpips is not None}
+                "lpips": has_hq and self.lpips is not None,
+                **({"precision": "bf16"} if self.dtype else {})}  # float32's settings are what they always were
 
     def run(self) -> Dict[str, List[Row]]:
         """Every test set; returns each set's summary rows (one per temperature)."""
@@ -118,7 +123,8 @@ class Tester:
                 finished += 1
                 continue
             try:
-                self.run_image(dataset, i, out_dir, table)
+                with precision.autocast(self.device, self.dtype):
+                    self.run_image(dataset, i, out_dir, table)
             except OSError as e:  # a full or read-only disk: every file written so far is whole
                 raise ConfigError(f"{e}; the results of the images before {sources[i].name} are kept in {out_dir}: "
                                   f"run test.py again (without --overwrite) to go on from there") from None

@@ -13,6 +13,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
 
 import yaml
 
+from utils import precision
 from utils.errors import ConfigError, closest
 
 OPTIONS_DIR = Path(__file__).resolve().parent.parent / "options"
@@ -181,6 +182,7 @@ SCHEMA = {
     "scale": Key(int),
     "gpu_ids": Key(list, [], items=COUNT),
     "fp16": Key(bool, False),
+    "precision": Key(str, precision.DEFAULT, check=precision.check_setting),  # inference's; see utils/precision.py
     "start_step": Key(int, -1, at_least=-1),
     "checkpointing_enabled": Key(bool, False),
     "channels_last": Key(bool),

@@ -96,7 +96,8 @@ class CondAffineSeparatedAndCond(InvertibleLayer):
         """The rest of a conditioning net, from its first convolution's output."""
         if net[0].needs_init():
             pre = net[0].actnorm(pre)[0]
-        h = net[4](torch.relu(net[2](torch.relu(pre))))
+        # float32 under autocast: shift and scale act on the latents, and log(scale) is the log-determinant
+        h = net[4](torch.relu(net[2](torch.relu(pre)))).float()
         return h[:, 0::2], torch.sigmoid(h[:, 1::2] + 2.0) + self.eps
 
     def _conditioned(self, ft: Features) -> Tuple[torch.Tensor, torch.Tensor, Callable[[torch.Tensor], Affine]]:
