@@ -92,15 +92,16 @@ class CondAffineSeparatedAndCond(InvertibleLayer):
         conv = net[0]
         return (conv.weight, None) if conv.needs_init() else conv.folded()
 
-    def _shift_scale(self, net: nn.Sequential, pre: torch.Tensor) -> Affine:
-        """The rest of a conditioning net, from its first convolution's output."""
+    def _shift_scale(self, net: nn.Sequential, pre: torch.Tensor, dtype: torch.dtype) -> Affine:
+        """The rest of a conditioning net, from its first convolution's output; in the latents' `dtype` (float32
+        under autocast too: shift and scale act on the latents, and log(scale) is the log-determinant)."""
         if net[0].needs_init():
             pre = net[0].actnorm(pre)[0]
-        # float32 under autocast: shift and scale act on the latents, and log(scale) is the log-determinant
-        h = net[4](torch.relu(net[2](torch.relu(pre)))).float()
+        h = net[4](torch.relu(net[2](torch.relu(pre)))).to(dtype)
         return h[:, 0::2], torch.sigmoid(h[:, 1::2] + 2.0) + self.eps
 
-    def _conditioned(self, ft: Features) -> Tuple[torch.Tensor, torch.Tensor, Callable[[torch.Tensor], Affine]]:
+    def _conditioned(self, ft: Features,
+                     dtype: torch.dtype) -> Tuple[torch.Tensor, torch.Tensor, Callable[[torch.Tensor], Affine]]:
         """fFeatures' (shift, scale) from the conditioning, and fAffine as a function of z1 alone."""
         n = self.channels_for_nn
         w_features, b_features = self._first_conv(self.fFeatures)
@@ -112,14 +113,14 @@ class CondAffineSeparatedAndCond(InvertibleLayer):
             bias = torch.cat([zeros if b is None else b for b in (b_features, b_affine)])
         pre_ft = conv3x3(ft, [w_features, w_affine_ft], bias)
         pre_features, pre_affine = pre_ft.split(self.hidden_channels, dim=1)
-        shift_ft, scale_ft = self._shift_scale(self.fFeatures, pre_features)
+        shift_ft, scale_ft = self._shift_scale(self.fFeatures, pre_features, dtype)
 
         def self_affine(z1: torch.Tensor) -> Affine:
-            return self._shift_scale(self.fAffine, F.conv2d(z1, w_affine_z, padding=1) + pre_affine)
+            return self._shift_scale(self.fAffine, F.conv2d(z1, w_affine_z, padding=1) + pre_affine, dtype)
         return shift_ft, scale_ft, self_affine
 
     def encode(self, x: torch.Tensor, logdet: torch.Tensor, cond: FlowCond) -> Tuple[torch.Tensor, torch.Tensor]:
-        shift_ft, scale_ft, self_affine = self._conditioned(cond.features)
+        shift_ft, scale_ft, self_affine = self._conditioned(cond.features, x.dtype)
         z = (x + shift_ft) * scale_ft
         z1, z2 = z[:, :self.channels_for_nn], z[:, self.channels_for_nn:]
         shift, scale = self_affine(z1)
@@ -127,7 +128,7 @@ class CondAffineSeparatedAndCond(InvertibleLayer):
         return torch.cat([z1, z2], dim=1), logdet + sum_log(scale_ft) + sum_log(scale)
 
     def decode(self, y: torch.Tensor, logdet: torch.Tensor, cond: FlowCond) -> Tuple[torch.Tensor, torch.Tensor]:
-        shift_ft, scale_ft, self_affine = self._conditioned(cond.features)
+        shift_ft, scale_ft, self_affine = self._conditioned(cond.features, y.dtype)
         z1, z2 = y[:, :self.channels_for_nn], y[:, self.channels_for_nn:]
         shift, scale = self_affine(z1)
         z = torch.cat([z1, z2 / scale - shift], dim=1)

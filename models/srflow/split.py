@@ -26,7 +26,7 @@ class Split2d(InvertibleLayer):
         self.nll_weight = nll_weight
 
     def prior(self, z1: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        h = self.conv(z1).float()  # the prior of float32 latents, in float32 under autocast too
+        h = self.conv(z1).to(z1.dtype)  # the latents' dtype (float32) under autocast too
         return h[:, 0::2], h[:, 1::2]
 
     def encode(self, x: torch.Tensor, logdet: torch.Tensor, cond: FlowCond) -> Tuple[torch.Tensor, torch.Tensor]:
