@@ -116,7 +116,12 @@ class CondAffineSeparatedAndCond(InvertibleLayer):
         shift_ft, scale_ft = self._shift_scale(self.fFeatures, pre_features, dtype)
 
         def self_affine(z1: torch.Tensor) -> Affine:
-            return self._shift_scale(self.fAffine, F.conv2d(z1, w_affine_z, padding=1) + pre_affine, dtype)
+            # What reads z1 runs in the latents' dtype, under autocast too: in bf16, encode and decode could round
+            # z1s that differ by float32 round-off apart, and decode would not invert encode. (The features'
+            # convolution above, most of the work, depends on no latent: it may run in bf16.)
+            with torch.autocast(z1.device.type, enabled=False):
+                pre = F.conv2d(z1, w_affine_z.to(z1.dtype), padding=1) + pre_affine.to(z1.dtype)
+                return self._shift_scale(self.fAffine, pre, dtype)
         return shift_ft, scale_ft, self_affine
 
     def encode(self, x: torch.Tensor, logdet: torch.Tensor, cond: FlowCond) -> Tuple[torch.Tensor, torch.Tensor]:
