@@ -118,9 +118,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     ctx = mp.get_context("spawn")  # a fresh process per measurement: its own peak
     import torch
     from utils import precision
-    rows = []
+    rows, precisions = [], usable(args.precision, args.device)
     for tile in args.tiles:
-        for dtype_name in usable(args.precision, args.device):
+        for dtype_name in precisions:
             queue = ctx.Queue()
             proc = ctx.Process(target=run_one, args=(tile, dtype_name, args, queue))
             proc.start()

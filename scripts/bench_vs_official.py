@@ -23,6 +23,8 @@ official and ours (on a shared machine, a burst of load then hits both alike):
   decode bf16 ours under bf16 autocast (utils/precision.py), beside the official float32 decode; only on a
               CPU with native bf16 (AVX512_BF16 or AMX) or a GPU with bf16. Its quality is printed first: the
               bf16 decode of the reference latents against the float32 one, and the t=0 mean image's PSNR.
+`--profile N` adds the N operators that take most of ours' decode, in float32 and in bf16 (torch.profiler, self
+CPU time), with the share of the time spent in the RRDB: where the time goes when a target is missed.
 `--clock cpu` times with the process's CPU time instead of the wall clock: with --threads 1 on a machine
 that other jobs share, it leaves out the time the process waited for a core (cache contention stays in).
 The CPU's name and whether it computes bf16 natively are printed beside the table, with the targets.
@@ -281,6 +283,39 @@ def time_phase(net: Any, impl: str, phase: str, ref: Dict[str, Any], args: argpa
     return {"best": min(times), "median": statistics.median(times), "memory": memory}
 
 
+def profile_decode(net: Any, ref: Dict[str, Any], args: argparse.Namespace) -> List[str]:
+    """Lines: per precision, the RRDB's share of decode and the `args.profile` operators of most self CPU time."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+    from utils import precision
+    device = torch.device(args.device)
+    net.to(device).eval()
+    lr = ref["lr"].to(device)
+    z = torch.randn(ref["z"].shape, generator=torch.Generator().manual_seed(2)).mul_(TEMPERATURE).to(device)
+    lines = []
+    for name in ("float32", "bf16"):
+        dtype, note = precision.autocast_dtype(name, device, name)
+        if note:
+            lines.append(f"profile {name}: {note}")
+            continue
+        with torch.no_grad(), precision.autocast(device, dtype):
+            net(lr=lr, z=z, eps_std=TEMPERATURE, reverse=True)  # warm-up
+            start = time.process_time()
+            net.rrdb_preprocessing(lr, with_out=True)
+            rrdb = time.process_time() - start
+            start = time.process_time()
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                net(lr=lr, z=z, eps_std=TEMPERATURE, reverse=True)
+            total = time.process_time() - start
+        events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+        whole = sum(e.self_cpu_time_total for e in events) or 1
+        lines.append(f"profile of ours' decode in {name}: RRDB {rrdb / total:.0%} of its CPU time (unprofiled "
+                     f"RRDB pass {rrdb:.2f} s, profiled decode {total:.2f} s); top operators by self CPU time:")
+        lines += [f"  {e.key:<44}{e.self_cpu_time_total / whole:>6.1%}  calls {e.count}"
+                  for e in events[:args.profile]]
+    return lines
+
+
 def child(task: str, impl: str, args: argparse.Namespace, ref_path: str, queue: mp.Queue) -> None:
     """One task in a fresh process; puts ("ok", result), ("user", message) or ("error", traceback)."""
     try:
@@ -299,6 +334,8 @@ def child(task: str, impl: str, args: argparse.Namespace, ref_path: str, queue: 
             result = check_parity(net, ref, args.device)
         elif task == "bf16_quality":
             result = bf16_quality(net, ref, args.device)
+        elif task == "profile":
+            result = profile_decode(net, ref, args)
         else:
             result = time_phase(net, impl, task, ref, args)
         queue.put(("ok", result))
@@ -403,6 +440,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--iters", type=int, default=5, help="timed calls per phase; the fastest counts")
     parser.add_argument("--rounds", type=int, default=1,
                         help="repeat every timing this many times, official and ours alternating; the best counts")
+    parser.add_argument("--profile", type=int, default=0, metavar="N",
+                        help="also print the N operators that take most of ours' decode, float32 and bf16")
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
                         help="cpu: the process's CPU time (steadier on a shared machine with --threads 1)")
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
@@ -439,7 +478,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             if quality:
                 print("bf16 vs float32 (ours): " + ", ".join(f"{k} {v:.3g}" for k, v in quality.items()), flush=True)
             results = time_all(args, ref_path, bf16=quality is not None)
+            profile = run_child("profile", "ours", args, ref_path) if args.profile else []
         print_table(args, parity, quality, results)
+        print("\n".join(profile))
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
