@@ -20,11 +20,13 @@ ITERATIONS = 60
 
 
 def train(image_dirs, root: Path, fp16: bool):
-    """A short joint SRFlow training (RRDB and flow), validated once at its end; (trainer, final metrics)."""
+    """A short joint SRFlow training (RRDB and flow), validated once at its end, all in float32 or all in bf16
+    (training and validation); (trainer, final metrics)."""
     recipe = tiny_srflow_recipe(image_dirs, root, None, niter=ITERATIONS, val_freq=ITERATIONS)
     recipe["networks"]["generator"]["train_RRDB"] = True
     recipe["logger"]["save_checkpoint_freq"] = ITERATIONS
     recipe["fp16"] = fp16
+    recipe["precision"] = "bf16" if fp16 else "float32"
     trainer = Trainer(parse_options(recipe))
     return trainer, trainer.fit()[-1]
 
@@ -57,7 +59,7 @@ def run_test(recipe: dict, root: Path, *flags: str) -> dict:
 @needs_bf16
 def test_a_short_bf16_training_reaches_the_float32_validation_nll_within_1_percent(image_dirs, tmp_path, float32_run):
     trainer, metrics = train(image_dirs, tmp_path, fp16=True)
-    assert trainer.amp_dtype == torch.bfloat16
+    assert trainer.amp_dtype == trainer.val_dtype == torch.bfloat16
     ours, reference = metrics["gaussian/nll_bpd"], float32_run["metrics"]["gaussian/nll_bpd"]
     assert abs(ours - reference) <= 0.01 * abs(reference)
     assert metrics["gaussian/nll_bpd"] != reference  # it did train in another precision
