@@ -123,8 +123,7 @@ class Tester:
                 finished += 1
                 continue
             try:
-                with precision.autocast(self.device, self.dtype):
-                    self.run_image(dataset, i, out_dir, table)
+                self.run_image(dataset, i, out_dir, table)
             except OSError as e:  # a full or read-only disk: every file written so far is whole
                 raise ConfigError(f"{e}; the results of the images before {sources[i].name} are kept in {out_dir}: "
                                   f"run test.py again (without --overwrite) to go on from there") from None
@@ -191,7 +190,8 @@ class Tester:
         lq = item["lq"][None].to(self.device)
         hq = to_uint8(item["hq"]) if "hq" in item else None
         torch.manual_seed(zlib.crc32(f"{self.opt['manual_seed']}/{source.name}".encode()))  # resumable draws
-        lr_enc = None if self.tile else conditioning(self.net, lq)  # one RRDB pass for every result
+        with precision.autocast(self.device, self.dtype):  # the network alone: metrics, LPIPS included, in float32
+            lr_enc = None if self.tile else conditioning(self.net, lq)  # one RRDB pass for every result
         results: Dict[Optional[float], List[Result]] = {}
         stats: List[Row] = []
         for t in self.heats:
@@ -207,8 +207,9 @@ class Tester:
     def result(self, lq: torch.Tensor, lr_enc: Optional[tuple], hq: Any, source: Path, t: Optional[float],
                k: int, out_dir: Path) -> Result:
         """Super-resolve once, write the PNG, score it."""
-        sr = super_resolve(self.net, lq, t or 0.0, tile=self.tile, overlap=self.overlap, name=source.name,
-                           report=self.report, lr_enc=lr_enc)
+        with precision.autocast(self.device, self.dtype):
+            sr = super_resolve(self.net, lq, t or 0.0, tile=self.tile, overlap=self.overlap, name=source.name,
+                               report=self.report, lr_enc=lr_enc)
         image = to_uint8(sr.image[0])
         file = result_name(source.stem, t, k)
         write_image(out_dir / file, image)

@@ -63,6 +63,7 @@ def test_a_short_bf16_training_reaches_the_float32_validation_nll_within_1_perce
     ours, reference = metrics["gaussian/nll_bpd"], float32_run["metrics"]["gaussian/nll_bpd"]
     assert abs(ours - reference) <= 0.01 * abs(reference)
     assert metrics["gaussian/nll_bpd"] != reference  # it did train in another precision
+    assert metrics["val/psnr_bicubic"] == float32_run["metrics"]["val/psnr_bicubic"]  # baselines stay float32
 
 
 @needs_bf16
