@@ -236,13 +236,12 @@ def time_phase(net: Any, impl: str, phase: str, ref: Dict[str, Any], args: argpa
     net.to(device)
     lr, hr = ref["lr"].to(device), ref["hr"].to(device)
     if phase.startswith("decode"):
-        from utils import precision  # only ours times decode_bf16
         net.eval()
         z = torch.randn(ref["z"].shape, generator=torch.Generator().manual_seed(2)).mul_(TEMPERATURE).to(device)
-        dtype = torch.bfloat16 if phase == "decode_bf16" else None
+        bf16 = phase == "decode_bf16"  # ours only (the official process has its own `utils`: no project import)
 
         def call() -> None:
-            with torch.no_grad(), precision.autocast(device, dtype):
+            with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 net(lr=lr, z=z, eps_std=TEMPERATURE, reverse=True)
     else:
         set_rrdb_training(net, impl, phase == "train_joint")
@@ -416,6 +415,8 @@ def time_all(args: argparse.Namespace, ref_path: str, bf16: bool) -> Dict[Tuple[
     results: Dict[Tuple[str, str], Dict[str, float]] = {}
     for round_ in range(args.rounds):
         for phase, title in PHASES.items():
+            if phase not in args.phases:
+                continue
             for impl in IMPLS if round_ % 2 == 0 else IMPLS[::-1]:
                 if phase == "decode_bf16" and (impl == "official" or not bf16):
                     continue
@@ -424,7 +425,7 @@ def time_all(args: argparse.Namespace, ref_path: str, bf16: bool) -> Dict[Tuple[
                       flush=True)
                 kept = results.setdefault((impl, phase), r)
                 kept.update(best=min(kept["best"], r["best"]), memory=max(kept["memory"], r["memory"]))
-    if bf16:
+    if ("ours", "decode_bf16") in results:
         results[("official", "decode_bf16")] = results[("official", "decode")]
     return results
 
@@ -440,6 +441,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--iters", type=int, default=5, help="timed calls per phase; the fastest counts")
     parser.add_argument("--rounds", type=int, default=1,
                         help="repeat every timing this many times, official and ours alternating; the best counts")
+    parser.add_argument("--phases", nargs="+", choices=list(PHASES), default=list(PHASES),
+                        help="the phases to time (default: all; decode_bf16 needs decode)")
     parser.add_argument("--profile", type=int, default=0, metavar="N",
                         help="also print the N operators that take most of ours' decode, float32 and bf16")
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
@@ -459,6 +462,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         if min(args.iters, args.threads, args.batch, args.rounds) < 1 or args.patch < 8 or args.patch % 8:
             raise UserError("--iters, --rounds, --threads and --batch must be at least 1, --patch a positive "
                             "multiple of 8")
+        if "decode_bf16" in args.phases and "decode" not in args.phases:
+            raise UserError("--phases decode_bf16 is compared with the official decode: add decode")
         if args.device == "cuda":
             import torch
             if not torch.cuda.is_available():
