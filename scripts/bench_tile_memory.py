@@ -80,7 +80,7 @@ def usable(precisions: List[str], device: str) -> List[str]:
     from utils import precision
     kept = []
     for name in precisions:
-        dtype, note = precision.autocast_dtype(name, torch.device(device), f"--precision {name}")
+        _, note = precision.autocast_dtype(name, torch.device(device), f"--precision {name}")
         if note:
             print(f"{note}: left out")
         else:
