@@ -18,7 +18,8 @@ budget; a part that would start after it is spent is skipped with a row saying s
 
 Settings (environment): GPU_CHECK_ITERS training iterations per run (default 100; 4 dry),
 GPU_CHECK_BATCH training batch (8; 2 dry), GPU_CHECK_BENCH_ITERS timed calls per benchmark phase (3; 1 dry),
-GPU_CHECK_TILE LR tile side for part 4 (128; 16 dry), GPU_CHECK_BUDGET seconds for all parts (300).
+GPU_CHECK_TILE LR tile side for part 4 (128; 16 dry), GPU_CHECK_BUDGET seconds for all parts (330;
+900 dry), GPU_CHECK_PARTS which parts to run (default 1,2,3,4,5; e.g. 3,5 for a rerun of those).
 """
 import argparse
 import json
@@ -42,6 +43,12 @@ TRAIN_RECIPE = "options/srflow/train_div2k_srflow.yml"
 LOG_TAIL = 40  # lines of a failed command's output repeated at the end of its part's log
 
 
+def fail(message: str) -> None:
+    """A user's mistake: one line, exit status 2."""
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
 class Settings:
     def __init__(self, dry_run: bool):
         def env(name: str, full: int, dry: int) -> int:
@@ -49,14 +56,18 @@ class Settings:
             if value is None:
                 return dry if dry_run else full
             if not value.isdigit() or int(value) < 1:
-                raise SystemExit(f"error: {name}={value}: expected a positive whole number")
+                fail(f"{name}={value}: expected a positive whole number")
             return int(value)
         self.dry_run = dry_run
         self.iters = env("GPU_CHECK_ITERS", 100, 4)
         self.batch = env("GPU_CHECK_BATCH", 8, 2)
         self.bench_iters = env("GPU_CHECK_BENCH_ITERS", 3, 1)
         self.tile = env("GPU_CHECK_TILE", 128, 16)
-        self.budget = env("GPU_CHECK_BUDGET", 300, 300)
+        self.budget = env("GPU_CHECK_BUDGET", 330, 900)
+        parts = os.environ.get("GPU_CHECK_PARTS", "1,2,3,4,5")
+        self.parts = {p.strip() for p in parts.split(",")}
+        if not self.parts <= set("12345"):
+            fail(f"GPU_CHECK_PARTS={parts}: expected part numbers 1-5, e.g. 2,3")
         self.device = "cpu" if dry_run else "cuda"
 
 
@@ -73,6 +84,7 @@ class Runner:
         """'ok', 'failed (exit N)', 'timed out after N s' or 'skipped: ...'. Output is appended to `log`;
         on failure its tail is repeated at the end, where it is easy to find."""
         limit = min(limit, self.left())
+        offset = log.stat().st_size if log.is_file() else 0
         with open(log, "a") as f:
             f.write(f"\n$ {' '.join(cmd)}   (limit {limit:.0f} s)\n")
             f.flush()
@@ -92,7 +104,9 @@ class Runner:
                 status = f"timed out after {limit:.0f} s"
             f.write(f"--- {status} in {time.monotonic() - start:.1f} s\n")
         if status != "ok":
-            lines = log.read_text(errors="replace").splitlines()
+            with open(log, "rb") as f:
+                f.seek(offset)
+                lines = f.read().decode(errors="replace").splitlines()
             with open(log, "a") as f:
                 f.write(f"--- last {LOG_TAIL} lines of the log, for the failure above:\n")
                 f.write("\n".join(lines[-LOG_TAIL - 2:-1]) + "\n")
@@ -116,7 +130,7 @@ def python() -> List[str]:
 
 def part_cuda_tests(runner: Runner, log: Path, s: Settings) -> List[Row]:
     status = runner.run(log, python() + ["-m", "pytest", "-q", "-m", "cuda", "-p", "no:cacheprovider"],
-                        120 if not s.dry_run else 90)
+                        100 if not s.dry_run else 90)
     text = log.read_text(errors="replace")
     counts = re.findall(r"^=*\s*((?:\d+ \w+(?:, )?)+) in [\d.]+s", text, flags=re.M)
     summary = counts[-1] if counts else "no pytest summary"
@@ -129,7 +143,7 @@ def part_cuda_tests(runner: Runner, log: Path, s: Settings) -> List[Row]:
 
 def training_sets(s: Settings, name: str, root: Path, fp16: bool) -> List[str]:
     sets = [f"name={name}", f"path.experiments_root={root / name}", f"fp16={str(fp16).lower()}",
-            "manual_seed=0", "use_tb_logger=false",
+            "manual_seed=0", "use_tb_logger=false", "logger.visual_debug_rate=0",
             "datasets.train.paths=builtin:skimage_photos/train", f"datasets.train.batch_size={s.batch}",
             "networks.generator.pretrain_rrdb=null",
             "eval.evaluators.gaussian.dataset.paths=builtin:skimage_photos/val",
@@ -165,7 +179,7 @@ def part_training(runner: Runner, log: Path, s: Settings, tmp: Path) -> List[Row
                               str(figures)]
             for item in sets:
                 cmd += ["--set", item]
-            status = runner.run(log, cmd, 90 if not s.dry_run else 60)
+            status = runner.run(log, cmd, 75 if not s.dry_run else 120)
             label = f"stage {stage}, {precision}"
             if status != "ok" or not figures.is_file():
                 rows.append((f"training {label}", status))
@@ -234,7 +248,7 @@ def part_large_images(runner: Runner, log: Path, s: Settings) -> List[Row]:
     status = runner.run(log, python() + [str(ROOT / "scripts" / "bench_tile_memory.py"), "--opt", recipe,
                                          "--hr", hr, "--tiles", "0", str(s.tile), "--temperature", "0.8",
                                          "--device", s.device] + (["--threads", "2"] if s.dry_run else []),
-                        90 if not s.dry_run else 60)
+                        60)
     if status != "ok":
         return [(f"decode HR {hr} t=0.8", status)]
     rows = []
@@ -300,14 +314,16 @@ def main(argv: Optional[List[str]] = None) -> int:
             ("3_vs_official", lambda log: part_vs_official(runner, log, s, tmp, official,
                                                            ["contiguous", "channels-last"],
                                                            ["decode"] if s.dry_run else
-                                                           ["train_frozen", "train_joint", "decode"], 150)),
+                                                           ["train_frozen", "train_joint", "decode"], 120)),
             ("4_large_images", lambda log: part_large_images(runner, log, s)),
             # dry run: torch.compile is switched off (compiling on a CPU takes minutes); the path still runs
             ("5_compile", lambda log: part_vs_official(runner, log, s, tmp, official, ["compile"],
-                                                       ["train_frozen"], 180,
+                                                       ["train_frozen"], 150,
                                                        {"TORCHDYNAMO_DISABLE": "1"} if s.dry_run else None)),
         ]
         for name, part in parts:
+            if name[0] not in s.parts:
+                continue
             log = out / f"{name}.log"
             start = time.monotonic()
             print(f"[gpu_check] part {name} (log {log}) ...", flush=True)
