@@ -101,7 +101,16 @@ class Runner:
                 code = proc.wait(timeout=limit)
                 status = "ok" if code == 0 else f"failed (exit {code})"
             except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+                # SIGTERM first: a training run then reports what it measured so far (scripts/train_figures.py)
+                os.killpg(proc.pid, signal.SIGTERM)
+                try:
+                    proc.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    pass
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)  # the command's children too
+                except ProcessLookupError:
+                    pass
                 proc.wait()
                 status = f"timed out after {limit:.0f} s"
             f.write(f"--- {status} in {time.monotonic() - start:.1f} s\n")
@@ -183,16 +192,19 @@ def part_training(runner: Runner, log: Path, s: Settings, tmp: Path) -> List[Row
                 cmd += ["--set", item]
             status = runner.run(log, cmd, 75)
             label = f"stage {stage}, {precision}"
-            if status != "ok" or not figures.is_file():
+            if not figures.is_file():
                 rows.append((f"training {label}", status))
                 continue
             f = json.loads(figures.read_text())
+            if status != "ok":  # cut off: the figures of the iterations it made, no validation
+                label += f" ({status}, stopped at iteration {f['iters']})"
             stage2 = tmp / name / "models" / f"{s.iters}_generator.pth" if stage == 2 else stage2
             bpd = f["validation"].get("gaussian/nll_bpd")
             if bpd is not None:
                 nll[(stage, fp16)] = bpd
             rows += [(f"training {label} ({f['amp'].replace('torch.', '') if f['amp'] != 'None' else 'float32'}, "
-                      f"{f['iters']} it, batch {s.batch}): it/s", f"{f['it_per_s']:.2f}"),
+                      f"{f['iters']} it, batch {s.batch}): it/s",
+                      "none" if f["it_per_s"] is None else f"{f['it_per_s']:.2f}"),
                      (f"training {label}: peak MiB", f"{f['peak_mib']:.0f}"),
                      (f"training {label}: validation NLL (bits/dim)", "none" if bpd is None else f"{bpd:.4f}"),
                      (f"training {label}: non-finite losses", str(len(f["nonfinite_steps"])) +

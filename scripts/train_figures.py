@@ -4,7 +4,8 @@
 
 Figures: iterations/s (from the median step time: the data loader, the occasional visual-debug pass and
 validation do not count), peak memory (CUDA max_memory_allocated; the process's peak RSS on the CPU), the
-last validation's metrics, and how many steps had a non-finite loss. scripts/gpu_check.py runs it.
+last validation's metrics, and how many steps had a non-finite loss. Stopped by SIGTERM (a time limit), it
+writes the figures of the iterations made so far, then exits as train.py does. scripts/gpu_check.py runs it.
 """
 import argparse
 import json
@@ -20,6 +21,7 @@ import torch  # noqa: E402
 
 from trainer.trainer import Trainer  # noqa: E402
 from utils.cli import run_cli  # noqa: E402
+from utils.errors import TrainingInterrupted  # noqa: E402
 from utils.files import atomic_write_text  # noqa: E402
 from utils.options import parse_options  # noqa: E402
 
@@ -52,7 +54,11 @@ def main(argv=None) -> int:
         trainer.train_step, trainer._count_nonfinite = timed_step, counted  # fit() calls them per iteration
         if trainer.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(trainer.device)
-        trainer.fit()
+        try:
+            trainer.fit()
+            interrupted = None
+        except TrainingInterrupted as e:  # stopped by a time limit: report what was measured, then say so
+            interrupted = e
         if trainer.device.type == "cuda":
             peak = torch.cuda.max_memory_allocated(trainer.device) / 2 ** 20
         else:
@@ -63,6 +69,8 @@ def main(argv=None) -> int:
                    "nonfinite_steps": nonfinite, "validation": last}
         atomic_write_text(args.json, json.dumps(figures, indent=1) + "\n")
         print(json.dumps(figures))
+        if interrupted is not None:
+            raise interrupted
 
     return run_cli(train)
 
