@@ -267,6 +267,8 @@ def child(task: str, impl: str, args: argparse.Namespace, ref_path: str, queue: 
         torch.manual_seed(0)
         if args.size == "tiny":
             use_tiny_network()
+        if task in ("reference", "parity"):  # exact float32 for the comparison: no TF32 convolutions on CUDA
+            torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
         net = build_official(Path(args.code)) if impl == "official" else build_ours(args.current_variant)
         if task == "reference":
             make_reference(net, args, Path(ref_path))
