@@ -60,7 +60,8 @@ def test_float16_gets_a_grad_scaler_that_steps(image_dirs, tmp_path, monkeypatch
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_channels_last_computes_what_contiguous_does_on_cuda(image_dirs, tmp_path, dtype):
+def test_channels_last_computes_what_contiguous_does_on_cuda(image_dirs, tmp_path, dtype, monkeypatch):
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)  # float32 is compared in float32
     nets = {}
     for layout in (False, True):
         opt = parse_inference_options({**tiny_srflow_recipe(image_dirs, tmp_path), "channels_last": layout})
@@ -72,7 +73,7 @@ def test_channels_last_computes_what_contiguous_does_on_cuda(image_dirs, tmp_pat
         for layout, net in nets.items():
             _, nll, _ = net(gt=hr, lr=lr, add_gt_noise=False)
             out[layout] = nll.float()
-    tol = 1e-3 if dtype == torch.float32 else 0.2  # TF32 / bf16 round-off differs between the layouts' kernels
+    tol = 1e-4 if dtype == torch.float32 else 0.2  # bf16 round-off differs between the layouts' kernels
     torch.testing.assert_close(out[True], out[False], rtol=tol, atol=tol)
 
 
