@@ -236,6 +236,7 @@ def part_vs_official(runner: Runner, log: Path, s: Settings, tmp: Path, official
     titles = {"contiguous": "channels_last off", "channels-last": "channels_last on", "compile": "train.compile on",
               "default": "defaults"}
     if official is None:
+        log.write_text("skipped: no official SRFlow checkout (pass --official PATH or put it at .official/SRFlow)\n")
         return [(f"vs official [{', '.join(titles[v] for v in variants)}]",
                  "skipped: no official checkout (pass --official PATH or put it at .official/SRFlow)")]
     figures = tmp / f"vs_official_{'_'.join(variants)}.json"
