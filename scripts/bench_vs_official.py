@@ -2,6 +2,12 @@
 
     python scripts/bench_vs_official.py --official ~/src/SRFlow                    # reduced size, CPU
     python scripts/bench_vs_official.py --official ~/src/SRFlow --size full --device cuda
+    python scripts/bench_vs_official.py --official ~/src/SRFlow --variant channels-last --variant compile
+
+Each `--variant` times this project's network once more with one setting changed (the official one is
+timed once): default (the recipe defaults), channels-last / contiguous (the recipe's `channels_last` on /
+off), compile (`train.compile`: torch.compile, where a part cannot be compiled it runs eagerly).
+`--json FILE` also writes every figure there.
 
 `--official` is a checkout of github.com/andreas128/SRFlow (its root or its `code/` folder). Its code is
 imported from there at run time; nothing of it is copied into this project.
@@ -67,13 +73,20 @@ OPTIONS = {  # shaped like the official confs/SRFlow_DF2K_4X.yml
     "network_G": {"which_model_G": "SRFlowNet", "in_nc": 3, "out_nc": 3, "nf": 64, "nb": 23, "train_RRDB": False,
                   "flow": FLOW},
 }
-SIZES = {"reduced": (2, 64), "full": (16, 160)}  # (batch, HR patch side)
+SIZES = {"tiny": (1, 32), "reduced": (2, 64), "full": (16, 160)}  # (batch, HR patch side)
 LEARNING_RATE, BETAS = 2.5e-4, (0.9, 0.99)  # official lr_G, beta1, beta2
 TEMPERATURE = 0.8
 PHASES = {"train_frozen": "train step, RRDB frozen", "train_joint": "train step, joint", "decode": "decode t=0.8",
           "decode_bf16": "decode t=0.8, ours in bf16"}
 TARGETS = {"train_frozen": 1.3, "train_joint": 1.3, "decode": 1.5, "decode_bf16": 2.0}  # ours/official throughput
-IMPLS = ("official", "ours")
+VARIANTS = {"default": {}, "channels-last": {"channels_last": True}, "contiguous": {"channels_last": False},
+            "compile": {"compile": True}}
+
+
+def use_tiny_network() -> None:
+    """`--size tiny` (a smoke test of this script, e.g. by scripts/gpu_check.sh --dry-run): nb 4, K 2 (the
+    official flow reads exactly four RRDB blocks)."""
+    OPTIONS["network_G"]["nb"], FLOW["K"], FLOW["stackRRDB"]["blocks"] = 4, 2, [0, 1, 2, 3]
 
 
 class UserError(Exception):
@@ -103,15 +116,22 @@ def build_official(code: Path) -> Any:
     return define_Flow(copy.deepcopy(OPTIONS), step=0)
 
 
-def build_ours() -> Any:
-    """This project's SRFlowNet from the same options, as a recipe's `networks.generator` section."""
+def build_ours(variant: str = "default") -> Any:
+    """This project's SRFlowNet from the same options, as a recipe's `networks.generator` section, with
+    `variant`'s recipe settings (channels_last; compile as `train.compile` does it)."""
     sys.path.insert(0, str(ROOT))
     from models import build_network
+    settings = VARIANTS[variant]
     net_g = {k: v for k, v in copy.deepcopy(OPTIONS["network_G"]).items() if k != "which_model_G"}
     opt_net = {"which_model_G": "srflow", "scale": OPTIONS["scale"], "K": FLOW["K"], **net_g}
     opt = {"scale": OPTIONS["scale"], "datasets": copy.deepcopy(OPTIONS["datasets"]),
-           "networks": {"generator": opt_net}}
-    return build_network(opt_net, opt)
+           "networks": {"generator": opt_net}, "channels_last": settings.get("channels_last")}
+    net = build_network(opt_net, opt)
+    if settings.get("compile"):
+        import torch._dynamo
+        torch._dynamo.config.suppress_errors = True  # as the trainer: a part that cannot compile runs eagerly
+        net.compile()
+    return net
 
 
 def set_rrdb_training(net: Any, impl: str, flag: bool) -> None:
@@ -327,7 +347,11 @@ def child(task: str, impl: str, args: argparse.Namespace, ref_path: str, queue: 
         import torch
         torch.set_num_threads(args.threads)
         torch.manual_seed(0)
-        net = build_official(Path(args.code)) if impl == "official" else build_ours()
+        if args.size == "tiny":
+            use_tiny_network()
+        if task in ("reference", "parity"):  # exact float32 for the comparison: no TF32 convolutions on CUDA
+            torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+        net = build_official(Path(args.code)) if impl == "official" else build_ours(args.current_variant)
         if task == "reference":
             make_reference(net, args, Path(ref_path))
             queue.put(("ok", None))
@@ -350,9 +374,10 @@ def child(task: str, impl: str, args: argparse.Namespace, ref_path: str, queue: 
         queue.put(("error", traceback.format_exc()))
 
 
-def run_child(task: str, impl: str, args: argparse.Namespace, ref_path: str) -> Any:
+def run_child(task: str, impl: str, args: argparse.Namespace, ref_path: str, variant: str = "default") -> Any:
     ctx = mp.get_context("spawn")  # a fresh interpreter: its own imports and its own peak memory
     queue = ctx.Queue()
+    args = argparse.Namespace(**{**vars(args), "current_variant": variant})
     proc = ctx.Process(target=child, args=(task, impl, args, ref_path, queue))
     proc.start()
     proc.join()
@@ -378,6 +403,32 @@ def machine(args: argparse.Namespace) -> str:
     return f"{where}, torch {torch.__version__}"
 
 
+def variant_label(variant: str) -> str:
+    return "" if variant == "default" else f" [{variant}]"
+
+
+def write_json(path: str, args: argparse.Namespace, parity: Dict[str, Tuple[float, float]],
+               results: Dict[Tuple[str, str], Dict[str, float]]) -> None:
+    """Every figure, for scripts that collect them (scripts/gpu_check.py): per phase the official one and,
+    per variant, ours and the ratios (throughput ours/official, memory ours/official)."""
+    import json
+    sys.path.insert(0, str(ROOT))
+    from utils.files import atomic_write_text
+    out: Dict[str, Any] = {"device": args.device, "batch": args.batch, "patch": args.patch, "iters": args.iters,
+                           "parity_max_abs_diff": {k: d for k, (d, _) in parity.items()}, "phases": {}}
+    for phase in args.phases:
+        if ("official", phase) not in results:  # decode_bf16 without native bf16
+            continue
+        off = results[("official", phase)]
+        entry: Dict[str, Any] = {"official": off}
+        for variant in args.variant:
+            ours = results[(variant, phase)]
+            entry[variant] = {**ours, "speed_ratio": off["best"] / ours["best"],
+                              "memory_ratio": ours["memory"] / off["memory"]}
+        out["phases"][phase] = entry
+    atomic_write_text(path, json.dumps(out, indent=1) + "\n")
+
+
 def print_table(args: argparse.Namespace, parity: Dict[str, Tuple[float, float]],
                 quality: Optional[Dict[str, float]], results: Dict[Tuple[str, str], Dict[str, float]]) -> None:
     batch, side = args.batch, args.patch
@@ -395,43 +446,50 @@ def print_table(args: argparse.Namespace, parity: Dict[str, Tuple[float, float]]
           (", ".join(f"{k} {v:.3g}" for k, v in quality.items()) if quality else "not measured (no native bf16)"))
     memory = "peak MiB (CUDA allocated)" if args.device == "cuda" else "peak RSS added MiB"
     print(f"{'':<46}{'official':>10}{'ours':>10}{'ours/official':>15}{'target':>8}")
-    for phase, title in PHASES.items():
-        if ("ours", phase) not in results:
-            continue
-        off, ours = results[("official", phase)], results[("ours", phase)]
-        ratio, target = off["best"] / ours["best"], TARGETS[phase]
-        verdict = "met" if ratio >= target else f"{ratio / target - 1:+.0%}"
-        print(f"{title + ', images/s':<46}{batch / off['best']:>10.2f}{batch / ours['best']:>10.2f}"
-              f"{ratio:>14.2f}x{target:>7.1f}x {verdict}")
-    for phase, title in PHASES.items():
-        if ("ours", phase) not in results:
-            continue
-        off, ours = results[("official", phase)], results[("ours", phase)]
-        label = f"{title}, {memory}"
-        ratio = ours["memory"] / off["memory"]
-        print(f"{label:<46}{off['memory']:>10.0f}{ours['memory']:>10.0f}{ratio:>14.2f}x{1:>7.1f}x "
-              f"{'met' if ratio <= 1 else 'higher'}")
+    phases = {p: t for p, t in PHASES.items() if p in args.phases}
+    for variant in args.variant:
+        for phase, title in phases.items():
+            if (variant, phase) not in results:  # decode_bf16 without native bf16
+                continue
+            off, ours = results[("official", phase)], results[(variant, phase)]
+            ratio, target = off["best"] / ours["best"], TARGETS[phase]
+            verdict = "met" if ratio >= target else f"{ratio / target - 1:+.0%}"
+            label = f"{title}{variant_label(variant)}, images/s"
+            print(f"{label:<46}{batch / off['best']:>10.2f}{batch / ours['best']:>10.2f}"
+                  f"{ratio:>14.2f}x{target:>7.1f}x {verdict}")
+    for variant in args.variant:
+        for phase, title in phases.items():
+            if (variant, phase) not in results:
+                continue
+            off, ours = results[("official", phase)], results[(variant, phase)]
+            label = f"{title}{variant_label(variant)}, {memory}"
+            ratio = ours["memory"] / off["memory"]
+            print(f"{label:<46}{off['memory']:>10.0f}{ours['memory']:>10.0f}{ratio:>14.2f}x{1:>7.1f}x "
+                  f"{'met' if ratio <= 1 else 'higher'}")
     print("ratio: throughput ours/official (above 1: ours faster); memory ours/official (below 1: ours smaller); "
           "the official code always decodes in float32")
 
 
 def time_all(args: argparse.Namespace, ref_path: str, bf16: bool) -> Dict[Tuple[str, str], Dict[str, float]]:
-    """Every phase of both implementations, `args.rounds` times, alternating; the best time and the highest
-    memory of the rounds. The official code has no bf16 decode: its row compares with the float32 one."""
+    """Every phase of the official code and of each variant of ours, `args.rounds` times, in alternating order;
+    the best time and the highest memory of the rounds, by (variant or `official`, phase). The official code
+    has no bf16 decode: its row compares with its float32 one."""
     results: Dict[Tuple[str, str], Dict[str, float]] = {}
+    runs = [("official", "official")] + [("ours", v) for v in args.variant]
     for round_ in range(args.rounds):
         for phase, title in PHASES.items():
             if phase not in args.phases:
                 continue
-            for impl in IMPLS if round_ % 2 == 0 else IMPLS[::-1]:
+            for impl, variant in runs if round_ % 2 == 0 else runs[::-1]:
                 if phase == "decode_bf16" and (impl == "official" or not bf16):
                     continue
-                r = run_child(phase, impl, args, ref_path)
-                print(f"{impl:>8} {title}: best {r['best'] * 1e3:.0f} ms, median {r['median'] * 1e3:.0f} ms",
+                r = run_child(phase, impl, args, ref_path, variant)
+                name = impl + variant_label(variant)
+                print(f"{name:>8} {title}: best {r['best'] * 1e3:.0f} ms, median {r['median'] * 1e3:.0f} ms",
                       flush=True)
-                kept = results.setdefault((impl, phase), r)
+                kept = results.setdefault((variant, phase), r)
                 kept.update(best=min(kept["best"], r["best"]), memory=max(kept["memory"], r["memory"]))
-    if ("ours", "decode_bf16") in results:
+    if ("official", "decode") in results and any(phase == "decode_bf16" for _, phase in results):
         results[("official", "decode_bf16")] = results[("official", "decode")]
     return results
 
@@ -440,15 +498,19 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--official", required=True, help="official SRFlow checkout (or its code/ folder)")
     parser.add_argument("--size", choices=sorted(SIZES), default="reduced",
-                        help="reduced: batch 2, 64 px HR (minutes on 2 CPU cores); full: batch 16, 160 px")
+                        help="reduced: batch 2, 64 px HR (minutes on 2 CPU cores); full: batch 16, 160 px; "
+                             "tiny: batch 1, 32 px and nb 4, K 2 (a smoke test)")
     parser.add_argument("--batch", type=int, help="override the size's batch")
     parser.add_argument("--patch", type=int, help="override the size's HR patch side (a multiple of 8)")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--iters", type=int, default=5, help="timed calls per phase; the fastest counts")
     parser.add_argument("--rounds", type=int, default=1,
                         help="repeat every timing this many times, official and ours alternating; the best counts")
+    parser.add_argument("--variant", action="append", choices=sorted(VARIANTS),
+                        help="a setting of ours to time (repeatable; default: default)")
     parser.add_argument("--phases", nargs="+", choices=list(PHASES), default=list(PHASES),
-                        help="the phases to time (default: all; decode_bf16 needs decode)")
+                        help="which phases to time (default: all; decode_bf16 needs decode)")
+    parser.add_argument("--json", help="also write every figure to this JSON file")
     parser.add_argument("--profile", type=int, default=0, metavar="N",
                         help="also print the N operators that take most of ours' decode, float32 and bf16")
     parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
@@ -460,6 +522,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
+    args.variant = list(dict.fromkeys(args.variant or ["default"]))
+    if args.size == "tiny":
+        use_tiny_network()
     try:
         args.code = str(official_code_dir(args.official))
         batch, side = SIZES[args.size]
@@ -492,6 +557,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             profile = run_child("profile", "ours", args, ref_path) if args.profile else []
         print_table(args, parity, quality, results)
         print("\n".join(profile))
+        if args.json:
+            write_json(args.json, args, parity, results)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
