@@ -63,6 +63,16 @@ COUNT = Key(int, at_least=0)  # list items: iterations, indices
 FRACTION = dict(at_least=0, below=1)  # decay rates and Adam's betas
 
 
+WEIGHTS_FORMATS = ("pth", "safetensors")  # logger.weights_format: the file type of checkpoints' weights
+
+
+def check_weights_format(value: str, where: str) -> str:
+    if value not in WEIGHTS_FORMATS:
+        raise ConfigError(f"`{where}` is `{value}`; use one of {', '.join(WEIGHTS_FORMATS)}"
+                          f"{closest(value, WEIGHTS_FORMATS)}")
+    return value
+
+
 def check_temperatures(values: Any, where: str) -> List[float]:
     """The sampling temperatures (a list or one value) as floats; each must be a finite number >= 0.
     `where` names them in the error: a recipe key (`val.heats`) or a flag (`--temperature`)."""
@@ -216,7 +226,8 @@ SCHEMA = {
              "output_state": Key(str, "gen")},
     "logger": {"print_freq": Key(int, 100, at_least=1), "save_checkpoint_freq": Key(int, 1000, at_least=1),
                "visuals": Key(list, [], items=TEXT), "visual_debug_rate": Key(int, 100, at_least=0),  # 0: none
-               "keep_checkpoints": Key(int, 0, at_least=0)},  # 0: keep all
+               "keep_checkpoints": Key(int, 0, at_least=0),  # 0: keep all
+               "weights_format": Key(str, "pth", check=check_weights_format)},
 }
 
 
