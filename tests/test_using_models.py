@@ -194,6 +194,24 @@ def test_the_recorded_recipe_makes_weights_exact_where_the_tensors_are_not(tmp_p
     assert run_test_py("--weights", str(path), "--input", str(photos / "lq"), "--output", str(tmp_path / "out")) == 0
 
 
+def test_training_writes_safetensors_that_record_the_network_and_resume_from_them(image_dirs, tmp_path, photos):
+    from conftest import tiny_rrdb_recipe
+    from trainer.trainer import Trainer
+    from utils.options import parse_options
+
+    def trainer(niter, resume=None):
+        recipe = tiny_rrdb_recipe(image_dirs, tmp_path / "run", niter=niter, ema_decay=0.9)
+        return Trainer(parse_options(recipe, ["logger.weights_format=safetensors"]), resume=resume)
+    trainer(10).fit()
+    ema = tmp_path / "run" / "models" / "10_generator_ema.safetensors"
+    recorded = read_weights(ema)[1]
+    assert {k: recorded[k] for k in ("which_model_G", "nf", "nb", "gc", "scale")} == {
+        "which_model_G": "RRDBNet", "nf": 8, "nb": 1, "gc": 4, "scale": 4}
+    assert trainer(20, resume="auto").it == 10
+    assert run_test_py("--weights", str(ema), "--input", str(photos / "lq"), "--output", str(tmp_path / "out")) == 0
+    assert read_png(tmp_path / "out" / "a.png").shape == (64, 48, 3)
+
+
 def test_pth_records_its_network_and_still_loads_strictly_as_dlas_loads(tmp_path):
     net = randomize(build(TINY_SRFLOW))
     save_weights(net.state_dict(), tmp_path / "w.pth", {"which_model_G": "srflow", "nf": 8})
