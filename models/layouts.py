@@ -8,7 +8,7 @@ not its family's. A proposal counts only when the network it builds has exactly 
 so a recogniser may guess what the weights do not record (say, a scale) as long as the tensors decide the rest.
 """
 from os import PathLike
-from typing import Dict, NamedTuple, Optional, Tuple, Union
+from typing import Dict, NamedTuple, Optional, Union
 
 import torch
 
@@ -89,7 +89,3 @@ def block_count(sd: StateDict, prefix: str) -> int:
     found = {int(k[len(prefix) + 1:].split(".")[0]) for k in sd
              if k.startswith(prefix + ".") and k[len(prefix) + 1:].split(".")[0].isdigit()}
     return max(found) + 1 if found else 0
-
-
-def tensor_shape(sd: StateDict, key: str) -> Tuple[int, ...]:
-    return tuple(sd[key].shape)

@@ -5,6 +5,7 @@ steps with ActNorm and 1x1 conv only, steps with a coupling, and maybe a split. 
 RRDB blocks feed the conditioning (only how many): the official releases' choices are known, all blocks is the
 only other unambiguous case.
 """
+from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
 from models.layouts import RECOGNISERS
@@ -16,9 +17,11 @@ FLOW = "flowUpsamplerNet.layers."
 OFFICIAL_BLOCKS = {(4, 23, 4): [1, 8, 15, 22], (8, 23, 4): [1, 3, 5, 7], (8, 8, 4): [1, 3, 5, 7]}
 
 
+@dataclass
 class Level:
-    def __init__(self):
-        self.plain, self.coupled, self.split = 0, 0, False
+    plain: int = 0  # steps without a coupling (additionalFlowNoAffine)
+    coupled: int = 0  # steps with one (K)
+    split: bool = False
 
 
 def flow_levels(sd: dict) -> Optional[List[Level]]:
