@@ -236,7 +236,8 @@ class Trainer:
                                   f"{self._last_good_checkpoint()}. Lower the learning rate or clip gradients "
                                   "(steps.<step>.clip_grad_norm)")
         try:
-            recipes = {n: recorded_section(self.opt, n.removesuffix("_ema")) for n in weights}
+            recipes = {n: recorded_section(self.opt, n.removesuffix("_ema")) for n in weights
+                       if n.removesuffix("_ema") in self.opt["networks"]}  # what each weights file records
             path = checkpoint.save_checkpoint(self.opt["path"], self.it, weights, state, self.lineage,
                                               keep=self.opt["logger"]["keep_checkpoints"], recipes=recipes,
                                               weights_format=self.opt["logger"]["weights_format"])
