@@ -128,6 +128,16 @@ FLOW = {
     "CondAffineSeparatedAndCond": WhenGiven({"eps": Key(NUM, OMIT, at_least=0), "multReverse": Key(bool, OMIT),
                                              "hidden_channels": Key(int, OMIT, at_least=1)}),
 }
+# ---- SRFlow's successors (models/srflow/variants.py, models/srflow/ncsr_net.py own their meaning) ----
+# SRFlow-DA: flow.CondAffineSeparatedAndCond.variant (absent: SRFlow's coupling) and its nets' depth and kernel.
+FLOW["CondAffineSeparatedAndCond"].update({"variant": Key(str, OMIT), "n_hidden_layers": Key(int, OMIT, at_least=1),
+                                           "kernel_hidden": Key(int, OMIT, at_least=1)})
+# NCSR: per level, how many last coupling steps read the noise level; that level's channels.
+NCSR_FLOW = {**FLOW, "S": Key(list, OMIT, items=COUNT), "std_channels": Key(int, OMIT)}
+# NCSR's training noise: the official conf's top-level std, mode, LRnoise, prob (defaults: NoiseConfig).
+NCSR_NOISE = WhenGiven({"std": Key(NUM, OMIT, at_least=0), "mode": Key(str, OMIT), "LRnoise": Key(bool, OMIT),
+                        "prob": Key(NUM, OMIT, at_least=0)})
+FLOW_MODELS = ("srflow", "NCSRNet")  # which_model_G of the flows
 RRDB_SHAPE = {"in_nc": Key(int, 3, at_least=1), "out_nc": Key(int, 3, at_least=1), "nf": Key(int, 64, at_least=1),
               "nb": Key(int, 23, at_least=1), "gc": Key(int, 32, at_least=1), "scale": Key(int, at_least=1)}
 NETWORK_COMMON = {"type": Key(str, "generator"), "which_model_G": Key(str, REQUIRED)}
@@ -137,6 +147,7 @@ NETWORK_MODELS = {
                "flow_scale": Key(int, at_least=1), "train_RRDB": Key(bool, False),
                "train_RRDB_delay": Key(NUM, at_least=0), "pretrain_rrdb": Key(str, path="file"), "flow": FLOW},
 }
+NETWORK_MODELS["NCSRNet"] = {**NETWORK_MODELS["srflow"], "flow": NCSR_FLOW, "noise": NCSR_NOISE}
 NETWORK = ("variant", "which_model_G", NETWORK_MODELS, NETWORK_COMMON)
 
 # injectors, losses and steps: active every `every` iterations from `after` on, until `before` (-1: always)
@@ -516,10 +527,10 @@ def check_consistency(opt: Dict[str, Any]) -> None:
             dataset["scale"] = opt["scale"]
 
 
-def flow_hr_multiple(levels: int, scale: int) -> int:
+def flow_hr_multiple(levels: int, scale: int, squeeze: int = 2) -> int:
     """What the HR sides of an SRFlow with `levels` levels at `scale` must be multiples of: its flow halves them
     `levels` times, and the LR sides (HR / scale) must be whole."""
-    return math.lcm(2 ** levels, scale)
+    return math.lcm(squeeze ** levels, scale)
 
 
 def check_flows(opt: Dict[str, Any]) -> None:
@@ -540,7 +551,7 @@ def check_flows(opt: Dict[str, Any]) -> None:
 def _check_flow(where: str, net: Dict[str, Any], default_scale: int) -> Optional[Tuple[int, str]]:
     """(what its HR sides must be multiples of, why) for an SRFlow network section, else None."""
     flow = net.get("flow")
-    if net.get("which_model_G") != "srflow" or not isinstance(flow, dict) or flow.get("L") is None:
+    if net.get("which_model_G") not in FLOW_MODELS or not isinstance(flow, dict) or flow.get("L") is None:
         return None  # not an SRFlow, or one that build_network refuses with its own message
     levels, steps = flow["L"], flow.get("K")
     for level in range(1, min(levels + 1, len(steps))) if isinstance(steps, list) else ():
@@ -552,9 +563,10 @@ def _check_flow(where: str, net: Dict[str, Any], default_scale: int) -> Optional
     if flow_scale != scale * stride:
         raise ConfigError(f"`{where}.flow_scale` / `{where}.initial_stride` ({flow_scale} / {stride}) is the "
                           f"network's HR/LR ratio and must equal the scale {scale}")
-    need = flow_hr_multiple(levels, scale)
-    reason = f"SRFlow `{where}` with flow.L {levels} at scale {scale} needs HR sides divisible by 2**{levels} " \
-             f"and {scale}"
+    squeeze = flow_scale if (flow.get("CondAffineSeparatedAndCond") or {}).get("variant") == "SRFlow-DA-S" else 2
+    need = flow_hr_multiple(levels, scale, squeeze)
+    reason = f"SRFlow `{where}` with flow.L {levels} at scale {scale} needs HR sides divisible by " \
+             f"{squeeze}**{levels} and {scale}"
     _check_multiple(flow.get("patch_size"), need, f"{where}.flow.patch_size", reason)
     return need, reason
 

@@ -10,6 +10,7 @@ from typing import Dict, Optional, Tuple, Union
 
 from models.recipe_section import given, lookup
 from models.rrdb import RRDBConfig, rrdb_config
+from models.srflow.variants import VARIANT_KEYS, check_variant
 from utils.errors import ConfigError, closest
 
 
@@ -31,6 +32,25 @@ class FlowConfig:
     concat: bool = False  # whether they are
     fea_up0: bool = False  # the RRDB gives a feature at 1/2 of the LR size (a level may read it)
     fea_up_1: bool = False  # and at 1/4 (`fea_up-1`)
+    variant: Optional[str] = None  # an SRFlow-DA coupling (models/srflow/deep_coupling.py); None: SRFlow's own
+    n_hidden_layers: Optional[int] = None  # hidden convolutions of each conditioning net (None: the variant's)
+    kernel_hidden: Optional[int] = None  # their kernel size (None: the variant's)
+    std_steps: Tuple[int, ...] = ()  # NCSR's `S`: per level, how many of its last coupling steps read the noise level
+    std_channels: int = 0  # NCSR: channels of the noise level the couplings read (1 or 3)
+
+    def squeeze_factor(self, flow_scale: int) -> int:
+        """How much each level's squeeze shrinks the sides: SRFlow-DA-S squeezes by the whole scale at once."""
+        return flow_scale if self.variant == "SRFlow-DA-S" else 2
+
+    def splits_after_level(self, level: int) -> bool:
+        """Whether a Split2d ends `level`. SRFlow-DA splits after every level but the last, whatever
+        `correct_splits` says; SRFlow after every level but the last two (the last one with correct_splits)."""
+        last = self.L if self.variant or self.correct_splits else self.L - 1
+        return self.split and level < last
+
+    def splits_after_step(self, k: int) -> bool:
+        """Whether a Split2d follows coupling step k (from 0) of a level: SRFlow-DA-S splits after steps 0, 6, 12..."""
+        return self.split and self.variant == "SRFlow-DA-S" and k % 6 == 0
 
 
 @dataclass(frozen=True)
@@ -55,6 +75,7 @@ FLOW_KEYS: Dict[str, Tuple[str, ...]] = {  # FlowConfig field -> its key path un
     "affine_eps": ("CondAffineSeparatedAndCond", "eps"), "gaussian_loss_weight": ("gaussian_loss_weight",),
     "noise_quant": ("augmentation", "noiseQuant"), "blocks": ("stackRRDB", "blocks"),
     "concat": ("stackRRDB", "concat"), "fea_up0": ("fea_up0",), "fea_up_1": ("fea_up-1",),
+    **VARIANT_KEYS,
 }
 CHOICES = {("coupling",): ("CondAffineSeparatedAndCond",), ("flow_permutation",): ("invconv",),
            ("split", "type"): ("Split2d",)}  # the one value each may have; absent is that value,
@@ -88,7 +109,7 @@ def _check_keys(opt_net: dict, flow: dict, where: str) -> None:
                               f"known: {', '.join(RECIPE_FLOW_KEYS)}")
     for key in ("nf", "nb"):
         if key not in opt_net:
-            raise ConfigError(f"`{where}.{key}` is required for which_model_G: srflow")
+            raise ConfigError(f"`{where}.{key}` is required for which_model_G: {opt_net.get('which_model_G')}")
     if "L" not in flow:
         raise ConfigError(f"`{where}.flow.L` is required (number of flow levels)")
     for path, known in CHOICES.items():
@@ -115,7 +136,7 @@ def _check_sizes(config: SRFlowConfig, where: str) -> None:
         raise ConfigError(f"`{where}.flow_scale` ({flow_scale}) needs RRDB features beyond `scale` ({scale})")
     below_lr = {0.5: ("fea_up0", flow.fea_up0), 0.25: ("fea_up-1", flow.fea_up_1)}
     for level in range(1, flow.L + 1):
-        factor = flow_scale / 2 ** level
+        factor = flow_scale / flow.squeeze_factor(flow_scale) ** level
         key, enabled = below_lr.get(factor, (None, False))
         if factor < 1 and not enabled:
             raise ConfigError(f"flow level {level} of {flow.L} at scale {flow_scale} reads RRDB feature "
@@ -134,9 +155,11 @@ def srflow_config(opt_net: dict, opt: dict, where: str) -> SRFlowConfig:
     _check_keys(opt_net, flow, where)
     fields = given(**{name: lookup(flow, path) for name, path in FLOW_KEYS.items()})
     fields["L"] = int(flow["L"])
-    if "blocks" in fields:
-        fields["blocks"] = tuple(fields["blocks"])
-    flow_config = FlowConfig(**fields, K=_levels_k(opt_net, flow, fields["L"], where))
+    for name in ("blocks", "std_steps"):
+        if name in fields:
+            fields[name] = tuple(fields[name])
+    flow_config = check_variant(FlowConfig(**fields, K=_levels_k(opt_net, flow, fields["L"], where)),
+                                opt_net.get("which_model_G", "srflow"), where)
     _warn_ignored_width(flow, flow_config, where)
     config = SRFlowConfig(rrdb_config(opt_net, opt), flow_config, **given(
         flow_scale=opt_net.get("flow_scale"), quant=lookup(opt, ("datasets", "train", "quant")),
