@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from models import build_network, is_flow, load_network_weights, lr_multiple
+from data.imresize import imresize
 from utils.errors import ConfigError
 from utils.options import parse_options
 
@@ -149,3 +150,42 @@ def test_ncsr_keys_belong_to_ncsr():
     opt = parse_options(opt, check_paths=False)
     with pytest.raises(ConfigError, match="one entry per flow level"):
         build_network(opt["networks"]["generator"], opt)
+
+
+def ncsr_recipe(**noise) -> dict:
+    opt = tiny(L=2, S=[0, 1], std_channels=3)
+    opt["networks"]["generator"].update(which_model_G="NCSRNet", noise=noise)
+    return opt
+
+
+@pytest.mark.parametrize("std_channels", [1, 3])
+def test_ncsr_training_noise_follows_the_official_model(std_channels):
+    opt = ncsr_recipe(std=0.05)
+    opt["networks"]["generator"]["flow"]["std_channels"] = std_channels
+    opt = parse_options(opt, check_paths=False)
+    net = build_network(opt["networks"]["generator"], opt)
+    torch.manual_seed(0)
+    hq, lq = torch.rand(64, 3, 16, 16), torch.rand(64, 3, 4, 4)
+    noisy_hq, noisy_lq, std = net.training_noise(hq, lq)
+    noise = noisy_hq - hq
+    level = noise.flatten(1).std(dim=1)  # one level per image, drawn from U(0, 0.05)
+    assert 0 < level.min() < 0.01 and 0.04 < level.max() < 0.055
+    assert torch.allclose(noisy_lq - lq, imresize(noise, scale=1 / 4), atol=1e-6)  # LRnoise: the same noise, shrunk
+    if std_channels == 3:
+        assert torch.allclose(std, noise, atol=1e-7)  # the couplings read the noise map itself
+    else:
+        assert std.shape == (64, 1, 1, 1) and torch.allclose(std.flatten(), level, rtol=0.2)
+    z, nll, _ = net.train()(noisy_hq[:2], noisy_lq[:2], None, None, False, None, False, None, False, None, None,
+                            std[:2])  # the injector's positional call, `std` last
+    assert torch.isfinite(nll).all()
+
+
+def test_ncsr_noise_modes():
+    opt = parse_options(ncsr_recipe(mode="none", LRnoise=False), check_paths=False)
+    net = build_network(opt["networks"]["generator"], opt)
+    hq, lq = torch.rand(2, 3, 16, 16), torch.rand(2, 3, 4, 4)
+    same_hq, same_lq, std = net.training_noise(hq, lq)
+    assert torch.equal(same_hq, hq) and torch.equal(same_lq, lq) and std is None
+    with pytest.raises(ConfigError, match="noise.mode"):
+        bad = parse_options(ncsr_recipe(mode="soft"), check_paths=False)
+        build_network(bad["networks"]["generator"], bad)
