@@ -189,3 +189,31 @@ def test_ncsr_noise_modes():
     with pytest.raises(ConfigError, match="noise.mode"):
         bad = parse_options(ncsr_recipe(mode="soft"), check_paths=False)
         build_network(bad["networks"]["generator"], bad)
+
+
+@pytest.mark.parametrize("family", ["SRFlow-DA-S", "NCSR"])
+def test_checkpointing_and_channels_last_compute_the_same(family):
+    """SRFlow's performance paths (gradient checkpointing, channels_last) give the same loss and gradients."""
+    if family == "NCSR":
+        recipe = ncsr_recipe()
+    else:
+        recipe = tiny(L=1, CondAffineSeparatedAndCond={"variant": family, "hidden_channels": 8})
+    recipe["networks"]["generator"]["train_RRDB"] = True
+    torch.manual_seed(0)
+    lr, hr = torch.rand(2, 3, 4, 4), torch.rand(2, 3, 16, 16)
+    std = torch.rand(2, 3, 16, 16) * 0.05 if family == "NCSR" else None
+    results = []
+    for extra in ({}, {"checkpointing_enabled": True}, {"channels_last": True}):
+        opt = parse_options({**recipe, **extra}, check_paths=False)
+        net = build_network(opt["networks"]["generator"], opt)
+        torch.manual_seed(1)
+        load_network_weights(net, {k: torch.randn(v.shape) * 0.05 + (torch.eye(v.shape[0]) if "invconv" in k else 0)
+                                   for k, v in sorted(net.state_dict().items())})
+        net.train()
+        args = (hr, lr, None, None, False, None, False, None, False) + ((None, None, std) if std is not None else ())
+        nll = net(*args)[1].mean()
+        nll.backward()
+        results.append((nll.detach(), [p.grad for p in net.parameters()]))
+    for nll, grads in results[1:]:
+        assert torch.allclose(nll, results[0][0], atol=1e-5)
+        assert all(torch.allclose(g, g0, atol=1e-4) for g, g0 in zip(grads, results[0][1]) if g is not None)
