@@ -13,6 +13,7 @@ NETWORKS = Registry("network")
 from models import rrdb  # noqa: E402,F401
 from models.srflow.srflow_net import SRFlowNet  # noqa: E402
 from models.srflow import ncsr_net  # noqa: E402,F401
+from models.srflow import layout  # noqa: E402,F401  (registers SRFlow's recogniser)
 from models.weights import LoadResult, load_network_weights  # noqa: E402,F401
 
 
