@@ -1,5 +1,6 @@
 """Datasets by `mode`, and the DataLoaders that feed the trainer and evaluators."""
 import random
+import signal
 from typing import Optional
 
 import numpy as np
@@ -43,11 +44,17 @@ def build_dataset(opt_dataset: dict, opt: dict, phase: str, where: Optional[str]
         raise ConfigError(f"{where}: {e}") from None
 
 
-def _seed_worker(worker_id: int) -> None:
-    """DataLoader seeds torch and `random` per worker but not numpy; seed it from the same value."""
+def _init_worker(worker_id: int) -> None:
+    """Seed numpy (DataLoader seeds torch and `random` per worker, not numpy) from the same value, and leave
+    stop signals to the main process. A scheduler (scancel, timeout, systemctl stop) signals the whole process
+    group; a worker that died of it would make the main process fail mid-iteration instead of saving. The main
+    process ends its workers itself, and a worker whose main process is gone exits on its own."""
     seed = torch.initial_seed() % 2 ** 32
     np.random.seed(seed)
     random.seed(seed)
+    for signum in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)):
+        if signum is not None:
+            signal.signal(signum, signal.SIG_IGN)
 
 
 def build_dataloader(dataset: Dataset, opt_dataset: dict, phase: str, seed: int) -> DataLoader:
@@ -59,7 +66,7 @@ def build_dataloader(dataset: Dataset, opt_dataset: dict, phase: str, seed: int)
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
         raise ConfigError(f"`datasets.{phase}.n_workers` must be a non-negative integer, got {workers!r}")
     common = dict(num_workers=workers, persistent_workers=workers > 0, pin_memory=torch.cuda.is_available(),
-                  worker_init_fn=_seed_worker, generator=torch.Generator().manual_seed(seed))
+                  worker_init_fn=_init_worker, generator=torch.Generator().manual_seed(seed))
     try:
         batch_size = positive_int(opt_dataset, "batch_size", None if phase == "train" else 1)
     except ConfigError as e:

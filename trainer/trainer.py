@@ -296,11 +296,14 @@ class Trainer:
         with StopSignals() as stops:
             try:
                 while self.it < niter and not stops.stop_requested():
+                    batch = self._next_batch(data, stops)
+                    if batch is None:
+                        break
                     self.it += 1
                     self.env.step = self.it
                     for name, reason in self.freezing.at_iteration(self.it):
                         self.unfreeze(name, reason)
-                    logs = self.train_step(self.to_device(next(data)))
+                    logs = self.train_step(self.to_device(batch))
                     bar.update(1)
                     bar.set_postfix({k.split("/")[-1]: f"{v:.4g}" for k, v in logs.items()}, refresh=False)
                     if self.it % opt_log["print_freq"] == 0:
@@ -321,6 +324,17 @@ class Trainer:
                 self._stop_on_signal(stops)
         if self.metrics_history and self.rank0:
             self.log.info("final validation: " + _psnr_summary(self.metrics_history[-1]))
+
+    @staticmethod
+    def _next_batch(data: Iterator[Dict[str, Any]], stops: StopSignals) -> Optional[Dict[str, Any]]:
+        """The next batch, or None when the loader failed because a stop signal reached its workers too (the
+        iteration has not begun: the run stops and saves as for a signal to this process alone)."""
+        try:
+            return next(data)
+        except RuntimeError:
+            if stops.received is None:
+                raise
+            return None
 
     def _stop_on_signal(self, stops: StopSignals) -> None:
         if self.saved_at != self.it:
