@@ -96,8 +96,11 @@ class Trainer:
         self.train_set = build_dataset(train_opt, opt, "train")
         self.train_loader = build_dataloader(self.train_set, train_opt, "train", opt["manual_seed"])
         self.evaluators = build_evaluators(opt, self.env)
-        self.it, self.epoch, self.sample_in_epoch, self.nan_skips = 0, 0, 0, 0
-        self.first_nonfinite: Optional[int] = None  # iteration of the current run of non-finite losses
+        self.it, self.epoch, self.sample_in_epoch = 0, 0, 0
+        # Per step: how many of its losses in a row were non-finite, and the iteration of the first of them.
+        # Counted per step, so a step that is always non-finite stops the run even while another one is fine.
+        self.nan_skips: Dict[str, int] = {}
+        self.first_nonfinite: Dict[str, int] = {}
         self.lineage: List[Dict[str, Any]] = []  # this run's checkpoints: the only ones it may prune
         self.saved_at: Optional[int] = None
         self.metrics_history: List[Dict[str, Any]] = []
@@ -357,24 +360,23 @@ class Trainer:
             if result.skipped:
                 self._count_nonfinite(step.name, result.logs)
             else:
-                self.nan_skips, self.first_nonfinite = 0, None
+                self.nan_skips.pop(step.name, None)
+                self.first_nonfinite.pop(step.name, None)
         for name, ema in self.emas.items():
             ema.update(unwrap(self.networks[name]), self.it)
         self._save_visuals(state)
         return logs
 
     def _count_nonfinite(self, step: str, logs: Dict[str, float]) -> None:
-        self.nan_skips += 1
-        if self.first_nonfinite is None:
-            self.first_nonfinite = self.it
+        skips = self.nan_skips[step] = self.nan_skips.get(step, 0) + 1
+        first = self.first_nonfinite.setdefault(step, self.it)
         self.log.warning(f"iteration {self.it}: non-finite loss in step `{step}` ({logs}); optimizer step "
-                         f"skipped ({self.nan_skips} in a row)")
-        if self.nan_skips > self.opt["train"]["max_nan_skips"]:
+                         f"skipped ({skips} in a row)")
+        if skips > self.opt["train"]["max_nan_skips"]:
             raise TrainingStopped(
-                f"{self.nan_skips} non-finite losses in a row at iteration {self.it} (the first at "
-                f"{self.first_nonfinite}): stopping so the weights stay as they were; "
-                f"{self._last_good_checkpoint(before=self.first_nonfinite)}. Lower the learning rate or check "
-                "the data")
+                f"{skips} non-finite losses in a row in step `{step}` at iteration {self.it} (the first at "
+                f"{first}): stopping so the weights stay as they were; "
+                f"{self._last_good_checkpoint(before=first)}. Lower the learning rate or check the data")
 
     def _save_visuals(self, state: Dict[str, Any]) -> None:
         rate = self.opt["logger"]["visual_debug_rate"]
