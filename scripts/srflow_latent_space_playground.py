@@ -56,6 +56,7 @@ from utils.cli import run_cli  # noqa: E402
 from utils.errors import ConfigError  # noqa: E402
 from utils.image import img2tensor, write_image  # noqa: E402
 from utils.options import check_temperatures  # noqa: E402
+from utils.path_names import name_problem  # noqa: E402
 
 # ---- settings: edit these, or give them on the command line ------------------------------------------------
 MODE = "temperature"  # --mode: temperature | restore | latent_transfer | feed_through | sample | diversity | encode
@@ -118,13 +119,18 @@ def load_latents(path: Path, device: torch.device) -> dict:
         raise ValueError(f"cannot read latents file: {e}") from None
     if not isinstance(saved, dict) or not {"lq", "latents", "size"} <= set(saved):
         raise ValueError("not a latents file written by `--mode encode`")
+    name = saved.get("name", path.stem)
+    problem = name_problem(name) if isinstance(name, str) else "is not text"
+    if problem:  # it names the result files
+        raise ValueError(f"its image name `{str(name)[:40]}` {problem}")
+    saved["name"] = name
     return saved
 
 
 def load_item(path: Path, net: nn.Module, device: torch.device, args: Namespace) -> Item:
     if path.suffix == ".pt":
         saved = load_latents(path, device)
-        return Item(saved.get("name", path.stem), saved["lq"], tuple(saved["size"]), None, saved["latents"])
+        return Item(saved["name"], saved["lq"], tuple(saved["size"]), None, saved["latents"])
     img = corrupt(resample(load_image(path), args.resample_factor), args.jpeg, args.blur, args.noise, args.seed)
     hq, lq, size = hq_and_lq(img, net, device, args.input_is)
     return Item(path.stem, lq, size, hq, None)
@@ -142,7 +148,7 @@ def load_references(net: nn.Module, device: torch.device, args: Namespace) -> Re
         try:
             if path.suffix == ".pt":
                 saved = load_latents(path, device)
-                refs[saved.get("name", path.stem)] = saved["latents"]
+                refs[saved["name"]] = saved["latents"]
                 continue
             hq, lq, _ = hq_and_lq(load_image(path), net, device, "hq")
             lq = corrupt_named(lq[0].permute(1, 2, 0).cpu().numpy(), args.reference_corruptions, args.seed)

@@ -1,11 +1,15 @@
 """Reliability: non-finite losses counted per step, a portable folder lock, names that are paths, values a
 schema lets through, and failing cleanly (a failed start, data that changes mid-run, images too small)."""
 import copy
+import re
+import runpy
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+import yaml
 
 from conftest import ROOT, tiny_rrdb_recipe
 from trainer.trainer import Trainer
@@ -61,3 +65,62 @@ def test_the_lock_does_not_need_fcntl(tmp_path):
             "from utils.folder_lock import FolderLock; FolderLock(sys.argv[2]).acquire().release(); print('ok')")
     run = subprocess.run([sys.executable, "-c", code, str(ROOT), str(tmp_path)], capture_output=True, text=True)
     assert run.stdout.strip() == "ok", run.stderr[-2000:]
+
+
+# ---- a name is a path ---------------------------------------------------------------------------------
+def recipe_without_roots(image_dirs, tmp_path):
+    recipe = tiny_rrdb_recipe(image_dirs, tmp_path)
+    recipe["path"].pop("experiments_root")  # experiments/<name>/ under the working folder
+    path = tmp_path / "recipes" / "r.yml"
+    path.parent.mkdir()
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+@pytest.mark.parametrize("name, problem", [
+    ("../../x", "`..`"), ("/tmp/elsewhere", "absolute"), (".", "`.`"), ("''", "empty"), ("' '", "empty"),
+    ("~", "required"), ("'~/runs'", "`~`"), ("a" * 300, "bytes long"), ("'a/../../b'", "`..`"), ("'a//b'", "empty part"),
+    ("'run\\\\1'", "file systems refuse"), ("'C:run'", "drive"), ("'run.'", "ends with a dot"), ("null", "required")])
+def test_a_name_that_is_not_a_plain_folder_name_is_refused_before_anything_is_written(
+        image_dirs, tmp_path, monkeypatch, capsys, name, problem):
+    import train
+    recipe = recipe_without_roots(image_dirs, tmp_path)
+    work = tmp_path / "work" / "deep"
+    work.mkdir(parents=True)
+    monkeypatch.chdir(work)
+    for extra in ([], ["--fresh"], ["--resume", "auto"]):
+        assert train.main(["-opt", str(recipe), "--set", f"name={name}", *extra]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "`name`" in err[0] and problem in err[0], err
+    assert [p for p in tmp_path.rglob("*") if p.is_file()] == [recipe]
+
+
+def test_a_name_with_folders_stays_under_experiments(image_dirs, tmp_path, monkeypatch):
+    recipe = recipe_without_roots(image_dirs, tmp_path)
+    monkeypatch.chdir(tmp_path)
+    opt = parse_options(str(recipe), ["name=stage1/run_2", "train.niter=2"])
+    assert opt["path"]["experiments_root"] == str(Path("experiments") / "stage1" / "run_2")
+    Trainer(opt).fit()
+    assert (tmp_path / "experiments" / "stage1" / "run_2" / "training_state" / "2.state").is_file()
+
+
+@pytest.mark.parametrize("override, key", [
+    ("datasets.val.name=../v", "datasets.val.name"), ("datasets.val.name=''", "datasets.val.name"),
+    ("logger.visuals=[gen, ../../g]", "logger.visuals[1]"),
+    ("networks={'../g': {which_model_G: RRDBNet}}", "networks.../g"),
+    ("datasets={'a/b': {mode: fullimage}}", "datasets.a/b"),
+    ("steps.generator.injectors={'x:y': {type: generator, generator: generator}}",
+     "steps.generator.injectors.x:y")])
+def test_every_value_that_becomes_a_file_name_is_checked(image_dirs, tmp_path, override, key):
+    with pytest.raises(ConfigError, match=rf"`{re.escape(key)}`.*becomes a file or folder name"):
+        parse_options(tiny_rrdb_recipe(image_dirs, tmp_path), [override])
+
+
+def test_a_latents_file_whose_name_climbs_out_is_skipped(tmp_path):
+    import torch
+    from conftest import ROOT as root
+    playground = runpy.run_path(str(root / "scripts" / "srflow_latent_space_playground.py"))
+    path = tmp_path / "x_encode.pt"
+    torch.save({"name": "../../escaped", "lq": torch.zeros(1, 3, 4, 4), "latents": [], "size": [16, 16]}, path)
+    with pytest.raises(ValueError, match="image name `../../escaped` holds `/`"):
+        playground["load_latents"](path, torch.device("cpu"))
