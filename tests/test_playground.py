@@ -34,8 +34,9 @@ def play(image_dirs, tmp_path_factory):
 
 
 def names(folder: Path, strips: bool = False) -> list:
-    """The files in `folder`; without the interpolation strips' frames unless `strips`."""
-    return sorted(p.name for p in folder.iterdir() if strips or "_strip" not in p.name)
+    """The results in `folder` (not the folder's lock and record); without the interpolation strips' frames
+    unless `strips`."""
+    return sorted(p.name for p in folder.iterdir() if not p.name.startswith(".") and (strips or "_strip" not in p.name))
 
 
 def frames(prefix: str, steps: int) -> list:
@@ -177,7 +178,7 @@ def test_encode_then_every_mode_takes_the_latents_file(play, image_dirs, tmp_pat
     assert play("latent_transfer", "--reference", str(latents_file), "--steps", "2", output=tmp_path / "lt",
                 input=f"{image_dirs['val']}/1.png") == 0
     assert "skipping reference 0: its latents are 48x40, smaller than the image's 48x48" in capsys.readouterr().out
-    assert not (tmp_path / "lt").exists()
+    assert names(tmp_path / "lt", strips=True) == []  # no result
 
 
 def test_out_of_distribution_latents_fall_back_to_lower_temperatures(play, image_dirs, tmp_path, capsys):
@@ -232,14 +233,16 @@ def test_a_failed_write_keeps_the_earlier_results_whole(play, image_dirs, tmp_pa
 
     with monkeypatch.context() as patched:
         patched.setattr(cv2, "imwrite", full_disk)
-        assert play("temperature", "--temperature", "0.5", "--steps", "2", output=tmp_path, input=image) == 2
+        assert play("temperature", "--temperature", "0.5", "--steps", "2", "--overwrite", output=tmp_path,
+                    input=image) == 2
     with monkeypatch.context() as patched:
         patched.setattr(torch, "save", no_space)
-        assert play("encode", "--steps", "2", output=tmp_path / "enc", input=image) == 2
+        assert play("encode", "--steps", "2", "--overwrite", output=tmp_path / "enc", input=image) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and all(line.startswith("error: cannot write the results of") for line in err)
     assert "No space left on device" in err[1]
-    assert contents() == before and not [p for p in tmp_path.rglob(".*")]  # unchanged, and no temporary files
+    temporary = [p for p in tmp_path.rglob(".*") if p.name not in (".lock", ".lock.holder", ".written.json")]
+    assert contents() == before and not temporary  # unchanged, and no temporary files
 
 
 def test_latent_operations():
