@@ -17,6 +17,7 @@ from utils.errors import ConfigError
 from utils.registry import Registry
 
 DATASETS = Registry("dataset")
+ITEM_KEYS = ("hq", "lq", "hq_path", "lq_path")  # what a dataset item may hold: the start of training's `state`
 DATASETS.register("single_image_extensible")(SingleImageDataset)
 DATASETS.register("fullimage")(FullImageDataset)
 DATASETS.register("paired")(PairedImageDataset)

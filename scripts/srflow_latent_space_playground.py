@@ -57,7 +57,7 @@ from trainer.checkpoint import atomic_save  # noqa: E402
 from utils.cli import run_cli  # noqa: E402
 from utils.errors import ConfigError  # noqa: E402
 from utils.image import img2tensor, write_image  # noqa: E402
-from utils.options import check_temperatures  # noqa: E402
+from utils.options import MAX_SAMPLES, check_temperatures  # noqa: E402
 from utils.output_folder import OutputFolder  # noqa: E402
 from utils.path_names import name_problem  # noqa: E402
 
@@ -86,6 +86,8 @@ CHECKPOINT = None  # --checkpoint: weights; None: the recipe's path.pretrain_mod
 DEVICE = None  # --device: cpu | cuda; None: CUDA when the recipe's gpu_ids ask for it and it is there
 SEED = 0  # --seed: for the latents drawn and the corruptions, so that a run can be repeated
 
+MAX_STEPS = 100  # frames per strip: each is a decode, and a file
+MAX_RESAMPLE = 16  # a larger factor makes an image too large to encode
 
 Latents = List[torch.Tensor]
 Refs = Dict[str, Latents]  # latents of the reference images, by name
@@ -295,10 +297,12 @@ MODES = {"temperature": mode_temperature, "restore": mode_restore, "latent_trans
 def check_args(args: Namespace) -> None:
     """Every value checked before the model loads; a mistake is one ConfigError line."""
     args.temperature = check_temperatures(args.temperature, "--temperature")[0]
-    if args.samples < 1 or args.steps < 2:
-        raise ConfigError(f"--samples must be >= 1 and --steps >= 2, got {args.samples} and {args.steps}")
-    if not (math.isfinite(args.resample_factor) and args.resample_factor > 0):
-        raise ConfigError(f"--resample-factor must be a finite number > 0, got {args.resample_factor}")
+    if not 1 <= args.samples <= MAX_SAMPLES:
+        raise ConfigError(f"--samples must be 1 to {MAX_SAMPLES}, got {args.samples}")
+    if not 2 <= args.steps <= MAX_STEPS:
+        raise ConfigError(f"--steps must be 2 to {MAX_STEPS} (frames per interpolation strip), got {args.steps}")
+    if not (math.isfinite(args.resample_factor) and 0 < args.resample_factor <= MAX_RESAMPLE):
+        raise ConfigError(f"--resample-factor must be a number > 0 and <= {MAX_RESAMPLE}, got {args.resample_factor}")
     check_corruption(args.jpeg, args.blur, args.noise)
     names = [n.strip() for n in str(args.reference_corruptions).split(",") if n.strip()]
     args.reference_corruptions = [] if names == ["none"] else names

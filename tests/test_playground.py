@@ -203,8 +203,12 @@ def test_mistakes_exit_with_status_2(play, tmp_path, capsys):
     ("--temperature", "-0.5", "`--temperature` must be a finite number >= 0"),
     ("--temperature", "nan", "`--temperature` must be a finite number >= 0"),
     ("--temperature", "warm", "`--temperature` must be a finite number >= 0"),
-    ("--resample-factor", "0", "--resample-factor must be a finite number > 0"),
-    ("--steps", "1", "--steps >= 2"),
+    ("--resample-factor", "0", "--resample-factor must be a number > 0 and <= 16, got 0"),
+    ("--resample-factor", "1000", "--resample-factor must be a number > 0 and <= 16, got 1000"),
+    ("--steps", "1", "--steps must be 2 to 100"),
+    ("--steps", "1000000", "--steps must be 2 to 100 (frames per interpolation strip), got 1000000"),
+    ("--samples", "0", "--samples must be 1 to 100, got 0"),
+    ("--samples", "1000000", "--samples must be 1 to 100, got 1000000"),
     ("--reference-corruptions", "jpeg-medium,blurry", "unknown corruption `blurry`"),
 ])
 def test_bad_values_exit_2_with_one_line_before_the_model_loads(play, tmp_path, capsys, flag, value, message):

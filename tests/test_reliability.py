@@ -14,7 +14,7 @@ import yaml
 from conftest import ROOT, tiny_rrdb_recipe
 from trainer.trainer import Trainer
 from utils.errors import ConfigError, TrainingStopped
-from utils.folder_lock import FolderLock
+from utils.folder_lock import LOCK_FILES, FolderLock
 from utils.options import parse_options
 
 
@@ -124,3 +124,24 @@ def test_a_latents_file_whose_name_climbs_out_is_skipped(tmp_path):
     torch.save({"name": "../../escaped", "lq": torch.zeros(1, 3, 4, 4), "latents": [], "size": [16, 16]}, path)
     with pytest.raises(ValueError, match="image name `../../escaped` holds `/`"):
         playground["load_latents"](path, torch.device("cpu"))
+
+
+# ---- values a schema lets through, and keys nobody reads ------------------------------------------------
+@pytest.mark.parametrize("override, message", [
+    ("steps.generator.injectors.gen_inj.out=hq",
+     "`steps.generator.injectors.gen_inj.out` writes `hq`, which the dataset writes"),
+    ("steps.generator.injectors.gen_inj.out=[lq_path]",
+     "`steps.generator.injectors.gen_inj.out` writes `lq_path`, which the dataset writes"),
+    ("logger.visuals=[gen, genn]", "`logger.visuals[1]` is `genn`, which neither the dataset nor an injector writes "
+                                   "(did you mean `gen`?)"),
+    ("eval.output_state=gen_out", "`eval.output_state` is `gen_out`, which no injector writes (did you mean `gen`?)"),
+])
+def test_state_keys_that_nothing_writes_or_that_overwrite_the_data_are_refused_before_training(
+        image_dirs, tmp_path, capsys, override, message):
+    import train
+    path = tmp_path / "r.yml"
+    path.write_text(yaml.safe_dump(tiny_rrdb_recipe(image_dirs, tmp_path / "run")))
+    assert train.main(["-opt", str(path), "--set", override]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert not [p for p in (tmp_path / "run").rglob("*") if p.is_file() and p.name not in LOCK_FILES]

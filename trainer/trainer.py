@@ -19,6 +19,7 @@ from trainer.evaluators import build_evaluators
 from trainer.logger import RunLogger
 from trainer.rrdb_freezing import RRDBFreezing, find_unused
 from trainer.schedulers import build_lr_schedule
+from trainer.state_keys import check_state_keys
 from trainer.step import Step
 from trainer.stop_signals import StopSignals
 from utils import dist
@@ -41,6 +42,7 @@ class Trainer:
             raise ConfigError("the recipe has no `steps`: nothing to train (a test recipe? use test.py)")
         if fresh and resume:
             raise ConfigError("--fresh (start afresh) and --resume (continue) exclude each other; choose one")
+        check_state_keys(opt)
         self.opt = opt
         self.rank0 = dist.rank() == 0
         self.root = Path(opt["path"]["experiments_root"])

@@ -85,6 +85,19 @@ def check_temperatures(values: Any, where: str) -> List[float]:
     return out
 
 
+MIN_TILE = 16  # LR pixels: a smaller tile is mostly overlap and border, thousands of passes for one image
+MAX_SAMPLES = 100  # samples per image and temperature: far above the NTIRE protocol's 10
+
+
+def check_tile(value: int, where: str) -> int:
+    """`test.tile` (test.py's --tile): 0 (whole images) or a side of at least MIN_TILE LR pixels."""
+    if value != 0 and not MIN_TILE <= value:
+        raise ConfigError(f"`{where}` (--tile) must be 0 (whole images) or at least {MIN_TILE} LR pixels, got "
+                          f"{value}: a smaller tile is mostly overlap and border, thousands of network passes for one "
+                          "image")
+    return value
+
+
 # A dict is a section with fixed keys; {'*': section} is a mapping whose keys the user names;
 # ('variant', discriminator_key, {value: section}, common_section) picks keys by a discriminating value.
 DATASET_COMMON = {
@@ -210,12 +223,13 @@ SCHEMA = {
               "auto_unfreeze": WhenGiven({"metric": Key(str, "gaussian_diff"), "patience": Key(int, 3, at_least=1),
                                           "min_delta": Key(NUM, 0.0, at_least=0), "network": Key(str, "generator"),
                                           "mode": Key(str, "auto")})},
-    "val": {"heats": Key(list, [0.0, 0.8], check=check_temperatures), "samples": Key(int, 2, at_least=1),
+    "val": {"heats": Key(list, [0.0, 0.8], check=check_temperatures),
+            "samples": Key(int, 2, at_least=1, below=MAX_SAMPLES + 1),
             "max_images": Key(int, at_least=1)},
     # crop_border smaller than each image: checked by test.py (inference/test_runner.py) once it knows the sizes
-    "test": {"heats": Key(list, [0.0], check=check_temperatures), "tile": Key(int, 0, at_least=0),
+    "test": {"heats": Key(list, [0.0], check=check_temperatures), "tile": Key(int, 0, check=check_tile),
              "tile_overlap": Key(int, 16, at_least=0), "crop_border": Key(int, at_least=0),
-             "samples": Key(int, 1, at_least=1)},
+             "samples": Key(int, 1, at_least=1, below=MAX_SAMPLES + 1)},
     "eval": {"evaluators": {"*": ("variant", "type", EVALUATOR_TYPES, EVALUATOR_COMMON)},
              "output_state": Key(str, "gen")},
     "logger": {"print_freq": Key(int, 100, at_least=1), "save_checkpoint_freq": Key(int, 1000, at_least=1),
