@@ -1,7 +1,7 @@
 """Datasets by `mode`, and the DataLoaders that feed the trainer and evaluators."""
+import functools
 import random
-import signal
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -12,6 +12,7 @@ from data.options import positive_int
 from data.resized_image_dataset import ResizedImageDataset
 from data.sampler import EpochSampler
 from data.single_image_dataset import SingleImageDataset
+from data.worker_signals import exiting_event, leave_stop_signals_to_the_main_process
 from utils import dist
 from utils.errors import ConfigError
 from utils.registry import Registry
@@ -45,17 +46,13 @@ def build_dataset(opt_dataset: dict, opt: dict, phase: str, where: Optional[str]
         raise ConfigError(f"{where}: {e}") from None
 
 
-def _init_worker(worker_id: int) -> None:
-    """Seed numpy (DataLoader seeds torch and `random` per worker, not numpy) from the same value, and leave
-    stop signals to the main process. A scheduler (scancel, timeout, systemctl stop) signals the whole process
-    group; a worker that died of it would make the main process fail mid-iteration instead of saving. The main
-    process ends its workers itself, and a worker whose main process is gone exits on its own."""
+def _init_worker(exiting: Any, worker_id: int) -> None:
+    """Seed numpy (DataLoader seeds torch and `random` per worker, not numpy) from the same value; stop
+    signals are the main process's (data/worker_signals.py)."""
     seed = torch.initial_seed() % 2 ** 32
     np.random.seed(seed)
     random.seed(seed)
-    for signum in (signal.SIGINT, signal.SIGTERM, getattr(signal, "SIGHUP", None)):
-        if signum is not None:
-            signal.signal(signum, signal.SIG_IGN)
+    leave_stop_signals_to_the_main_process(exiting)
 
 
 def build_dataloader(dataset: Dataset, opt_dataset: dict, phase: str, seed: int) -> DataLoader:
@@ -67,7 +64,8 @@ def build_dataloader(dataset: Dataset, opt_dataset: dict, phase: str, seed: int)
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
         raise ConfigError(f"`datasets.{phase}.n_workers` must be a non-negative integer, got {workers!r}")
     common = dict(num_workers=workers, persistent_workers=workers > 0, pin_memory=torch.cuda.is_available(),
-                  worker_init_fn=_init_worker, generator=torch.Generator().manual_seed(seed))
+                  worker_init_fn=functools.partial(_init_worker, exiting_event() if workers else None),
+                  generator=torch.Generator().manual_seed(seed))
     try:
         batch_size = positive_int(opt_dataset, "batch_size", None if phase == "train" else 1)
     except ConfigError as e:

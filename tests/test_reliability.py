@@ -3,11 +3,13 @@ schema lets through, and failing cleanly (a failed start, data that changes mid-
 import copy
 import re
 import runpy
+import shutil
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -145,3 +147,61 @@ def test_state_keys_that_nothing_writes_or_that_overwrite_the_data_are_refused_b
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0], err
     assert not [p for p in (tmp_path / "run").rglob("*") if p.is_file() and p.name not in LOCK_FILES]
+
+
+# ---- failing cleanly ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("split, change, stop_at", [("train", "delete", 7), ("train", "shrink", 7),
+                                                     ("val", "delete", 10)])
+def test_data_that_changes_mid_run_stops_with_one_line_and_a_checkpoint(tmp_path, image_dirs, split, change, stop_at):
+    import cv2
+    data = {name: tmp_path / name for name in ("train", "val")}
+    for name, folder in data.items():
+        shutil.copytree(image_dirs[name], folder)
+    recipe = tiny_rrdb_recipe({k: str(v) for k, v in data.items()}, tmp_path / "run", niter=20)
+    trainer = Trainer(parse_options(recipe, ["logger.save_checkpoint_freq=5"]))
+    step = trainer.train_step
+    saved = {}
+
+    def change_the_data(state):
+        if trainer.it == 7:
+            for f in data[split].glob("*.png"):
+                saved[f] = f.read_bytes()
+                if change == "delete":
+                    f.unlink()
+                else:
+                    cv2.imwrite(str(f), np.zeros((8, 8, 3), np.uint8))  # smaller than a crop
+        return step(state)
+    trainer.train_step = change_the_data
+    with pytest.raises(TrainingStopped) as stopped:
+        trainer.fit()
+    message = str(stopped.value)
+    assert "\n" not in message and f"iteration {stop_at}: none of the" in message, message
+    assert re.search(rf"images can be loaded any more \({re.escape(str(data[split]))}/\d\.png: ", message), message
+    assert f"saved {tmp_path / 'run' / 'training_state' / f'{stop_at}.state'}" in message and "--resume auto" in message
+    for f, content in saved.items():  # the data is back: the run goes on from there
+        f.write_bytes(content)
+    resumed = Trainer(parse_options(recipe, ["train.niter=12"]), resume="auto")
+    assert resumed.it == stop_at
+    resumed.fit()
+
+
+@pytest.mark.parametrize("mistake", ["steps.generator.injectors.gen_inj.out=[gen, extra]",
+                                     "steps.generator.injectors.gen_inj.in=[lq, lq, lq]",
+                                     "steps.generator.losses.pix.criterion=l3"])
+def test_a_start_that_fails_at_its_first_iteration_does_not_block_the_corrected_command(
+        image_dirs, tmp_path, capsys, mistake):
+    import train
+    recipe = tiny_rrdb_recipe(image_dirs, tmp_path / "run", niter=2)
+    recipe["use_tb_logger"] = True
+    recipe["logger"].update(visual_debug_rate=1, print_freq=1)
+    path = tmp_path / "r.yml"
+    path.write_text(yaml.safe_dump(recipe))
+    try:
+        code = train.main(["-opt", str(path), "--set", mistake])
+    except Exception:  # not a recipe error the checks know: a traceback, but still nothing left behind
+        code = None
+    assert code != 0
+    assert not [p for p in (tmp_path / "run").rglob("*") if p.name not in LOCK_FILES], \
+        sorted((tmp_path / "run").rglob("*"))
+    capsys.readouterr()
+    assert train.main(["-opt", str(path)]) == 0, capsys.readouterr().err

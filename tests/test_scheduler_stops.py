@@ -140,3 +140,16 @@ def test_sigterm_to_a_torchrun_job_with_workers_saves_once(image_dirs, tmp_path,
     states = list((tmp_path / "run" / "training_state").glob("*.state"))
     assert len(states) == 1  # the processes agreed on one iteration
     resume_continues(recipe, tmp_path / "run")
+
+
+def test_a_process_that_exits_with_its_workers_still_running_ends_them(image_dirs, tmp_path):
+    """Workers ignore stop signals, yet the SIGTERM the main process sends its workers as it exits ends them
+    (else Python's exit would wait for them forever)."""
+    recipe, _ = worker_recipe(image_dirs, tmp_path)
+    code = ("import sys, yaml; sys.path.insert(0, sys.argv[1]); from trainer.trainer import Trainer; "
+            "from utils.options import parse_options; "
+            "trainer = Trainer(parse_options(yaml.safe_load(open(sys.argv[2])))); next(trainer.batches()); "
+            "print('fetched', flush=True)")  # the trainer, its loader and workers are alive at exit
+    run = subprocess.run([sys.executable, "-c", code, str(ROOT), str(tmp_path / "r.yml")], capture_output=True,
+                         text=True, env=ENV, timeout=120)
+    assert run.returncode == 0 and run.stdout.strip() == "fetched", run.stderr[-2000:]

@@ -24,7 +24,7 @@ from trainer.step import Step
 from trainer.stop_signals import StopSignals
 from utils import dist
 from utils.dist import unwrap
-from utils.errors import ConfigError, TrainingInterrupted, TrainingStopped
+from utils.errors import ConfigError, DataError, TrainingInterrupted, TrainingStopped
 
 
 def grad_scaler() -> Any:
@@ -54,6 +54,9 @@ class Trainer:
         except BaseException:
             self.close()
             raise
+        # What the folder holds before this run writes anything: a fresh start that fails before its first
+        # iteration removes what it wrote since (its log), so that it never blocks the corrected command.
+        self.paths_before = set(self.root.rglob("*")) if self.lock and not self.resume_path else None
         self.logger.open_files()
 
     def _build(self, resume: Optional[str], fresh: bool) -> None:
@@ -105,6 +108,7 @@ class Trainer:
         self.first_nonfinite: Dict[str, int] = {}
         self.lineage: List[Dict[str, Any]] = []  # this run's checkpoints: the only ones it may prune
         self.saved_at: Optional[int] = None
+        self.iterations_done = 0  # by this process, since it started
         self.metrics_history: List[Dict[str, Any]] = []
         self.freezing = RRDBFreezing(opt, self.networks)
         if resume_state is not None:
@@ -284,12 +288,28 @@ class Trainer:
         saves a checkpoint and raises TrainingInterrupted. The experiment folder is released at the end."""
         try:
             self._fit()
+        except Exception:
+            self.close()
+            self._forget_failed_start()
+            raise
         finally:
             self.close()
         return self.metrics_history
 
+    def _forget_failed_start(self) -> None:
+        """A fresh start that failed before finishing an iteration (a recipe mistake found by the first
+        step) leaves no files behind: the corrected command starts as if it never ran."""
+        if self.paths_before is None or self.iterations_done or self.saved_at is not None:
+            return
+        written = set(run_folder.earlier_files(self.root)) - self.paths_before
+        for path in written:
+            path.unlink(missing_ok=True)
+        for folder in sorted(set(self.root.rglob("*")) - self.paths_before, reverse=True):  # deepest first
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+
     def _fit(self) -> None:
-        opt_train, opt_log = self.opt["train"], self.opt["logger"]
+        opt_train = self.opt["train"]
         niter = opt_train["niter"]
         self.log.info(f"training `{self.opt['name']}` on {self.device} from iteration {self.it} to {niter}; "
                       f"batch size {self.opt['datasets']['train']['batch_size']} per process x {dist.world_size()} process(es)")
@@ -300,35 +320,43 @@ class Trainer:
         timer = time.time()
         with StopSignals() as stops:
             try:
-                while self.it < niter and not stops.stop_requested():
-                    batch = self._next_batch(data, stops)
-                    if batch is None:
-                        break
-                    self.it += 1
-                    self.env.step = self.it
-                    for name, reason in self.freezing.at_iteration(self.it):
-                        self.unfreeze(name, reason)
-                    logs = self.train_step(self.to_device(batch))
-                    bar.update(1)
-                    bar.set_postfix({k.split("/")[-1]: f"{v:.4g}" for k, v in logs.items()}, refresh=False)
-                    if self.it % opt_log["print_freq"] == 0:
-                        rate = opt_log["print_freq"] / max(time.time() - timer, 1e-9)
-                        timer = time.time()
-                        lr = self.steps[0].optimizer.param_groups[0]["lr"]
-                        self.log.info(f"iter {self.it:>7d} lr {lr:.3g} {rate:.2f} it/s " +
-                                      " ".join(f"{k} {v:.4g}" for k, v in logs.items()))
-                        self.logger.scalars({**logs, "lr": lr}, self.it, "train/")
-                    # The checkpoint comes first: a validation that fails cannot cost the iterations since the last one.
-                    if self._due(opt_log["save_checkpoint_freq"]):
-                        self.save()
-                    if self._due(opt_train["val_freq"]):
-                        self.validate()
+                self._loop(data, stops, bar, timer)
+            except DataError as e:
+                self._stop_on_data(e)
             finally:
                 bar.close()
             if self.it < niter:
                 self._stop_on_signal(stops)
         if self.metrics_history and self.rank0:
             self.log.info("final validation: " + _psnr_summary(self.metrics_history[-1]))
+
+    def _loop(self, data: Iterator[Dict[str, Any]], stops: StopSignals, bar: Any, timer: float) -> None:
+        opt_train, opt_log = self.opt["train"], self.opt["logger"]
+        niter = opt_train["niter"]
+        while self.it < niter and not stops.stop_requested():
+            batch = self._next_batch(data, stops)
+            if batch is None:
+                break
+            self.it += 1
+            self.env.step = self.it
+            for name, reason in self.freezing.at_iteration(self.it):
+                self.unfreeze(name, reason)
+            logs = self.train_step(self.to_device(batch))
+            self.iterations_done += 1
+            bar.update(1)
+            bar.set_postfix({k.split("/")[-1]: f"{v:.4g}" for k, v in logs.items()}, refresh=False)
+            if self.it % opt_log["print_freq"] == 0:
+                rate = opt_log["print_freq"] / max(time.time() - timer, 1e-9)
+                timer = time.time()
+                lr = self.steps[0].optimizer.param_groups[0]["lr"]
+                self.log.info(f"iter {self.it:>7d} lr {lr:.3g} {rate:.2f} it/s " +
+                              " ".join(f"{k} {v:.4g}" for k, v in logs.items()))
+                self.logger.scalars({**logs, "lr": lr}, self.it, "train/")
+            # The checkpoint comes first: a validation that fails cannot cost the iterations since the last one.
+            if self._due(opt_log["save_checkpoint_freq"]):
+                self.save()
+            if self._due(opt_train["val_freq"]):
+                self.validate()
 
     @staticmethod
     def _next_batch(data: Iterator[Dict[str, Any]], stops: StopSignals) -> Optional[Dict[str, Any]]:
@@ -340,6 +368,18 @@ class Trainer:
             if stops.received is None:
                 raise
             return None
+
+    def _stop_on_data(self, error: DataError) -> None:
+        """The data changed under the run (between iterations, or in a validation after its checkpoint): the
+        weights are whole, so they are saved first, and the run stops with one line naming the file."""
+        lines = [line for line in str(error).splitlines() if line.strip()]
+        reason = lines[-1].split("DataError: ", 1)[-1] if lines else "the data cannot be read"  # a worker's: its last line
+        if self.it > 0 and self.saved_at != self.it:
+            self.save()
+        where = f"saved {self.root / 'training_state' / f'{self.it}.state'}" if self.saved_at == self.it \
+            else self._last_good_checkpoint()
+        raise TrainingStopped(f"iteration {self.it}: {reason}; {where}. Restore the data (or fix the recipe's "
+                              "paths) and continue with --resume auto")
 
     def _stop_on_signal(self, stops: StopSignals) -> None:
         if self.saved_at != self.it:
