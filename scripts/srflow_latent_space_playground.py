@@ -120,8 +120,10 @@ def hq_and_lq(img: np.ndarray, net: nn.Module, device: torch.device,
 def load_latents(path: Path, device: torch.device) -> dict:
     try:
         saved = torch.load(path, map_location=device, weights_only=True)
-    except Exception as e:  # a truncated or foreign file
-        raise ValueError(f"cannot read latents file: {e}") from None
+    except Exception as e:  # a text file, a truncated or foreign one: torch's reason alone can be a bare number
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:120]
+        raise ValueError(f"not a latents file written by `--mode encode` (it cannot be read as one: "
+                         f"{type(e).__name__}: {reason})") from None
     if not isinstance(saved, dict) or not {"lq", "latents", "size"} <= set(saved):
         raise ValueError("not a latents file written by `--mode encode`")
     name = saved.get("name", path.stem)

@@ -205,3 +205,31 @@ def test_a_start_that_fails_at_its_first_iteration_does_not_block_the_corrected_
         sorted((tmp_path / "run").rglob("*"))
     capsys.readouterr()
     assert train.main(["-opt", str(path)]) == 0, capsys.readouterr().err
+
+
+@pytest.mark.filterwarnings("ignore:skipping image")
+@pytest.mark.parametrize("side", [1, 3])
+def test_images_too_small_say_so_and_the_smallest_size_that_works(tmp_path, side):
+    import cv2
+    from data import build_dataset
+    folder = tmp_path / "tiny"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "a.png"), np.zeros((side, side, 3), np.uint8))
+    with pytest.raises(ConfigError, match=r"no usable images: each is unreadable or too small; the smallest size "
+                                          r"that works is 8x8 \(HQ pixels, at scale 4 and force_multiple 2\)"):
+        build_dataset({"mode": "fullimage", "dataroot_GT": str(folder), "scale": 4, "force_multiple": 2}, {}, "test")
+    with pytest.raises(ConfigError, match=r"the smallest size that works is 32x32 \(HQ pixels: target_size\)"):
+        build_dataset({"mode": "single_image_extensible", "paths": str(folder), "scale": 4, "target_size": 32},
+                      {}, "train")
+
+
+@pytest.mark.parametrize("content", [b"hello, this is not a tensor\n", b"", b"PK\x03\x04 truncated zip"])
+def test_a_file_that_is_not_a_latents_file_says_so(tmp_path, content):
+    import torch
+    playground = runpy.run_path(str(ROOT / "scripts" / "srflow_latent_space_playground.py"))
+    path = tmp_path / "notes.pt"
+    path.write_bytes(content)
+    with pytest.raises(ValueError) as refused:
+        playground["load_latents"](path, torch.device("cpu"))
+    assert str(refused.value).startswith("not a latents file written by `--mode encode` (it cannot be read as one:")
+    assert "\n" not in str(refused.value)
