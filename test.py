@@ -3,7 +3,8 @@
 
 Results go to results/<name>/<dataset name>/: the PNGs, metrics.csv (a row per PNG), diversity.csv,
 summary.csv (a row per temperature), temperature_sweep.png and comparisons/<image>.png. Run again, it
-keeps the images already done and does the rest.
+keeps the images already done and does the rest. The folder is locked while test.py runs, and a file there
+that test.py did not write (results/<name>/.written.json lists what it did) is never written over.
 """
 import argparse
 import sys
