@@ -67,7 +67,8 @@ def resume_continues(recipe, root):
     assert (root / "training_state" / f"{stopped_at + 2}.state").is_file()
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
+@pytest.mark.parametrize("signum", [signal.SIGTERM, pytest.param(signal.SIGINT, marks=pytest.mark.slow),
+                                    pytest.param(signal.SIGHUP, marks=pytest.mark.slow)])
 def test_a_signal_to_the_process_group_with_workers_saves_and_resumes(image_dirs, tmp_path, signum):
     recipe, path = worker_recipe(image_dirs, tmp_path)
     run = subprocess.Popen([sys.executable, str(ROOT / "train.py"), "-opt", str(path)], stdout=subprocess.PIPE,
@@ -117,7 +118,7 @@ def test_a_repeated_sigterm_is_the_same_stop_but_a_second_signal_stops_at_once(m
 
 
 @pytest.mark.skipif(TORCHRUN is None, reason="torchrun not installed")
-@pytest.mark.parametrize("how", ["group", "every process"])
+@pytest.mark.parametrize("how", [pytest.param("group", marks=pytest.mark.slow), "every process"])
 def test_sigterm_to_a_torchrun_job_with_workers_saves_once(image_dirs, tmp_path, how):
     """`group`: torchrun's process group (torchrun passes it on to each process and its workers);
     `every process`: as systemctl stop and SLURM do, torchrun, its processes and their workers all at once."""
