@@ -60,9 +60,8 @@ def result_name(stem: str, temperature: Optional[float], sample: int) -> str:
 class Tester:
     """One generator, the recipe's `test:` settings, and the images of one set after another."""
 
-    def __init__(self, opt: Dict[str, Any], output: OutputFolder, overwrite: bool = False,
-                 report: Callable[[str], None] = tqdm.write):
-        self.opt, self.output, self.report, self.overwrite = opt, output, report, overwrite
+    def __init__(self, opt: Dict[str, Any], overwrite: bool = False, report: Callable[[str], None] = tqdm.write):
+        self.opt, self.report, self.overwrite = opt, report, overwrite
         settings = opt["test"]  # validated by parse_options (utils.options.check_temperatures, samples >= 1)
         self.samples = settings["samples"]
         self.device = pick_device(opt)
@@ -111,10 +110,14 @@ class Tester:
             if self.lpips_note:
                 self.report(self.lpips_note)
         sources = [hq or lq for hq, lq in dataset.pairs]
-        self.claim_files(key, sources, out_dir)
+        with OutputFolder(out_dir, "test.py", "write elsewhere (--set path.results_root=DIR, or --output)") as output:
+            self.claim_files(output, key, sources, out_dir)
+            return self.run_images(dataset, opt_ds["name"], sources, out_dir, has_hq)
+
+    def run_images(self, dataset: Any, name: str, sources: List[Path], out_dir: Path, has_hq: bool) -> List[Row]:
         table = ResultsTable(out_dir, [p.name for p in sources], self.settings(has_hq), self.overwrite)
         finished = 0
-        for i in tqdm(range(len(dataset)), desc=f"test {opt_ds['name']}", unit="image", dynamic_ncols=True):
+        for i in tqdm(range(len(dataset)), desc=f"test {name}", unit="image", dynamic_ncols=True):
             files = [result_name(sources[i].stem, t, k) for t in self.heats for k in range(self.count(t))]
             if not self.overwrite and table.done(sources[i].name, files,
                                                  [cell(t) for t in self.heats if self.count(t) > 1]):
@@ -127,9 +130,9 @@ class Tester:
                                   f"run test.py again (without --overwrite) to go on from there") from None
         if finished:
             self.report(f"{finished} image(s) already had their results in {out_dir}, kept (--overwrite redoes them)")
-        return self.finish(opt_ds["name"], out_dir, table, has_hq)
+        return self.finish(name, out_dir, table, has_hq)
 
-    def claim_files(self, key: str, sources: Sequence[Path], out_dir: Path) -> None:
+    def claim_files(self, output: OutputFolder, key: str, sources: Sequence[Path], out_dir: Path) -> None:
         """Every file the set's results will be written to, claimed before any is written: none may be a file
         test.py did not write, and no two inputs may give one result name."""
         by_stem: Dict[str, Path] = {}
@@ -143,7 +146,7 @@ class Tester:
         files += [out_dir / name for name in TABLE_FILES]
         if self.plots and self.heats != [None]:
             files.append(out_dir / "temperature_sweep.png")
-        self.output.claim(files, overwrite_own=True)  # own results: kept or redone by ResultsTable's rules
+        output.claim(files, overwrite_own=True)  # own results: kept or redone by ResultsTable's rules
 
     def finish(self, name: str, out_dir: Path, table: ResultsTable, has_hq: bool) -> List[Row]:
         """summary.csv, the printed table and the temperature-sweep plot."""
@@ -273,9 +276,7 @@ def strip_rows(bicubic: Any, results: Dict[Optional[float], List[Result]], hq: A
 
 def run_test(opt: Dict[str, Any], overwrite: bool = False,
              report: Callable[[str], None] = tqdm.write) -> Dict[str, List[Row]]:
-    """Run test.py on a parsed recipe; returns each test set's summary rows. The results folder is locked
-    while it runs, and no file in it that test.py did not write is written over."""
-    find_test_sets(opt)  # before the lock and the model: a recipe without test sets is one line
-    with OutputFolder(Path(opt["path"]["results_root"]), "test.py",
-                      "write elsewhere with --set path.results_root=DIR") as output:
-        return Tester(opt, output, overwrite, report).run()
+    """Run test.py on a parsed recipe; returns each test set's summary rows. Each set's results folder is
+    locked while its images are done, and no file in it that test.py did not write is written over."""
+    find_test_sets(opt)  # before the model: a recipe without test sets is one line
+    return Tester(opt, overwrite, report).run()
