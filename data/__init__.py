@@ -1,6 +1,7 @@
 """Datasets by `mode`, and the DataLoaders that feed the trainer and evaluators."""
+import functools
 import random
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -11,11 +12,13 @@ from data.options import positive_int
 from data.resized_image_dataset import ResizedImageDataset
 from data.sampler import EpochSampler
 from data.single_image_dataset import SingleImageDataset
+from data.worker_signals import exiting_event, leave_stop_signals_to_the_main_process
 from utils import dist
 from utils.errors import ConfigError
 from utils.registry import Registry
 
 DATASETS = Registry("dataset")
+ITEM_KEYS = ("hq", "lq", "hq_path", "lq_path")  # what a dataset item may hold: the start of training's `state`
 DATASETS.register("single_image_extensible")(SingleImageDataset)
 DATASETS.register("fullimage")(FullImageDataset)
 DATASETS.register("paired")(PairedImageDataset)
@@ -43,11 +46,13 @@ def build_dataset(opt_dataset: dict, opt: dict, phase: str, where: Optional[str]
         raise ConfigError(f"{where}: {e}") from None
 
 
-def _seed_worker(worker_id: int) -> None:
-    """DataLoader seeds torch and `random` per worker but not numpy; seed it from the same value."""
+def _init_worker(exiting: Any, worker_id: int) -> None:
+    """Seed numpy (DataLoader seeds torch and `random` per worker, not numpy) from the same value; stop
+    signals are the main process's (data/worker_signals.py)."""
     seed = torch.initial_seed() % 2 ** 32
     np.random.seed(seed)
     random.seed(seed)
+    leave_stop_signals_to_the_main_process(exiting)
 
 
 def build_dataloader(dataset: Dataset, opt_dataset: dict, phase: str, seed: int) -> DataLoader:
@@ -59,7 +64,8 @@ def build_dataloader(dataset: Dataset, opt_dataset: dict, phase: str, seed: int)
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
         raise ConfigError(f"`datasets.{phase}.n_workers` must be a non-negative integer, got {workers!r}")
     common = dict(num_workers=workers, persistent_workers=workers > 0, pin_memory=torch.cuda.is_available(),
-                  worker_init_fn=_seed_worker, generator=torch.Generator().manual_seed(seed))
+                  worker_init_fn=functools.partial(_init_worker, exiting_event() if workers else None),
+                  generator=torch.Generator().manual_seed(seed))
     try:
         batch_size = positive_int(opt_dataset, "batch_size", None if phase == "train" else 1)
     except ConfigError as e:

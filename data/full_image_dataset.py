@@ -61,7 +61,12 @@ class FullImageDataset(Dataset):
         else:
             self.pairs = [(None, p) for p in usable_images(lq, (self.min_lq, self.min_lq), self.decode)]
         if not self.pairs:
-            raise ConfigError(f"`{gt_key or lq_key}`: no usable images")
+            side = self.min_lq * (self.scale if gt_key else 1)
+            raise ConfigError(f"`{gt_key or lq_key}`: no usable images: each is unreadable or too small; the smallest "
+                              f"size that works is {side}x{side} ({'HQ' if gt_key else 'LQ'} pixels, at scale "
+                              f"{self.scale}{' and force_multiple ' + str(self.multiple) if self.multiple > 1 else ''}"
+                              f"{' and target_size ' + str(self.target_size) if self.target_size else ''}); the "
+                              "warnings above name each file")
         self._names = [hq or lq for hq, lq in self.pairs]
         self._bad: Set[int] = set()
 

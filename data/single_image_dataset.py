@@ -46,7 +46,10 @@ class SingleImageDataset(Dataset):
         self.files: List[Path] = usable_images(list_images(folders(opt, "paths"), "paths"), (self.min_size,) * 2,
                                                decode=opt.get("phase") == "val")
         if not self.files:
-            raise ConfigError(f"`paths`: no readable image of at least {self.min_size}x{self.min_size}")
+            raise ConfigError(f"`paths`: no usable images: each is unreadable or too small; the smallest size that "
+                              f"works is {self.min_size}x{self.min_size} (HQ pixels: "
+                              f"{'target_size' if self.target_size else 'scale * force_multiple'}); the warnings "
+                              "above name each file")
         self._bad: Set[int] = set()
 
     def __len__(self) -> int:

@@ -24,12 +24,13 @@ from inference.model import load_generator, pick_device
 from inference.pictures import Panel, heat_map, save_figure, sweep_figure, write_strip
 from inference.scoring import sample_statistics, score, std_map
 from inference.sr import conditioning, super_resolve
-from inference.sr_metrics_table import ResultsTable, Row, as_row, cell, format_summary
+from inference.sr_metrics_table import TABLE_FILES, ResultsTable, Row, as_row, cell, format_summary
 from inference.versus_bicubic import bicubic_up
 from models import is_flow
 from utils.errors import ConfigError
 from utils.image import to_uint8, write_image
 from utils.metrics import psnr_y
+from utils.output_folder import OutputFolder
 
 TEST_MODES = ("lq_folder", "fullimage", "paired")  # whole images, each file once
 STRIP_SAMPLES = 4  # samples per temperature shown in an image's comparison strip
@@ -109,9 +110,14 @@ class Tester:
             if self.lpips_note:
                 self.report(self.lpips_note)
         sources = [hq or lq for hq, lq in dataset.pairs]
+        with OutputFolder(out_dir, "test.py", "write elsewhere (--set path.results_root=DIR, or --output)") as output:
+            self.claim_files(output, key, sources, out_dir)
+            return self.run_images(dataset, opt_ds["name"], sources, out_dir, has_hq)
+
+    def run_images(self, dataset: Any, name: str, sources: List[Path], out_dir: Path, has_hq: bool) -> List[Row]:
         table = ResultsTable(out_dir, [p.name for p in sources], self.settings(has_hq), self.overwrite)
         finished = 0
-        for i in tqdm(range(len(dataset)), desc=f"test {opt_ds['name']}", unit="image", dynamic_ncols=True):
+        for i in tqdm(range(len(dataset)), desc=f"test {name}", unit="image", dynamic_ncols=True):
             files = [result_name(sources[i].stem, t, k) for t in self.heats for k in range(self.count(t))]
             if not self.overwrite and table.done(sources[i].name, files,
                                                  [cell(t) for t in self.heats if self.count(t) > 1]):
@@ -124,7 +130,23 @@ class Tester:
                                   f"run test.py again (without --overwrite) to go on from there") from None
         if finished:
             self.report(f"{finished} image(s) already had their results in {out_dir}, kept (--overwrite redoes them)")
-        return self.finish(opt_ds["name"], out_dir, table, has_hq)
+        return self.finish(name, out_dir, table, has_hq)
+
+    def claim_files(self, output: OutputFolder, key: str, sources: Sequence[Path], out_dir: Path) -> None:
+        """Every file the set's results will be written to, claimed before any is written: none may be a file
+        test.py did not write, and no two inputs may give one result name."""
+        by_stem: Dict[str, Path] = {}
+        for source in sources:
+            other = by_stem.setdefault(source.stem.casefold(), source)
+            if other != source:
+                raise ConfigError(f"`datasets.{key}`: {other} and {source} would both give the results "
+                                  f"{source.stem}*.png in {out_dir}: rename one, or put them in separate test sets")
+        files = [out_dir / result_name(s.stem, t, k) for s in sources for t in self.heats for k in range(self.count(t))]
+        files += [out_dir / "comparisons" / f"{s.stem}.png" for s in sources]
+        files += [out_dir / name for name in TABLE_FILES]
+        if self.plots and self.heats != [None]:
+            files.append(out_dir / "temperature_sweep.png")
+        output.claim(files, overwrite_own=True)  # own results: kept or redone by ResultsTable's rules
 
     def finish(self, name: str, out_dir: Path, table: ResultsTable, has_hq: bool) -> List[Row]:
         """summary.csv, the printed table and the temperature-sweep plot."""
@@ -254,5 +276,7 @@ def strip_rows(bicubic: Any, results: Dict[Optional[float], List[Result]], hq: A
 
 def run_test(opt: Dict[str, Any], overwrite: bool = False,
              report: Callable[[str], None] = tqdm.write) -> Dict[str, List[Row]]:
-    """Run test.py on a parsed recipe; returns each test set's summary rows."""
+    """Run test.py on a parsed recipe; returns each test set's summary rows. Each set's results folder is
+    locked while its images are done, and no file in it that test.py did not write is written over."""
+    find_test_sets(opt)  # before the model: a recipe without test sets is one line
     return Tester(opt, overwrite, report).run()

@@ -125,7 +125,10 @@ TEST_MISTAKES = [
     ("test.heats", [0.0, "hot"], "`test.heats[1]` must be a finite number >= 0"),
     ("test.heats", [float("inf")], "`test.heats[0]` must be a finite number >= 0"),
     ("test.crop_border", -1, "`test.crop_border` must be an integer >= 0"),
-    ("test.tile", -64, "`test.tile` must be an integer >= 0"),
+    ("test.tile", -64, "`test.tile` (--tile) must be 0 (whole images) or at least 16 LR pixels, got -64"),
+    ("test.tile", 1, "`test.tile` (--tile) must be 0 (whole images) or at least 16 LR pixels, got 1"),
+    ("test.tile", 2, "`test.tile` (--tile) must be 0 (whole images) or at least 16 LR pixels, got 2"),
+    ("test.samples", 1000000, "`test.samples` must be an integer >= 1 and < 101"),
     ("test.tile_overlap", -1, "`test.tile_overlap` must be an integer >= 0"),
     ("path.results_root", "FILE", "`path.results_root`: "),
     ("path.pretrain_model_generator", "FOLDER", "`path.pretrain_model_generator`: "),
@@ -208,6 +211,8 @@ def test_alias_bomb_is_refused_quickly(tmp_path, capsys):
 
 def test_test_py_checks_its_tile_flag_as_the_recipe_key(capsys):
     import test as test_py
-    assert test_py.main(["-opt", "test_srflow.yml", "--tile", "-8"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "`test.tile` must be an integer >= 0, got `-8`" in err[0]
+    for tile in ("-8", "1", "2", "15"):
+        assert test_py.main(["-opt", "test_srflow.yml", "--tile", tile]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"`test.tile` (--tile) must be 0 (whole images) or at least 16 LR pixels, got {tile}" \
+            in err[0], err

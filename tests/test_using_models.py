@@ -136,7 +136,7 @@ def test_weights_route_upscales_one_file_with_an_rrdb(tmp_path, photos):
     weights = tmp_path / "rrdb.pth"
     torch.save(randomize(build(TINY_RRDB)).state_dict(), weights)
     assert run_test_py("--weights", str(weights), "--input", str(photos / "lq" / "b.png"),
-                       "--output", str(tmp_path / "out"), "--tile", "8") == 0
+                       "--output", str(tmp_path / "out"), "--tile", "16") == 0
     assert read_png(tmp_path / "out" / "b.png").shape == (48, 80, 3)
     assert not (tmp_path / "out" / "a.png").exists()
 

@@ -14,6 +14,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple, Union
 import yaml
 
 from utils.errors import ConfigError, closest
+from utils.path_names import name_problem
 
 OPTIONS_DIR = Path(__file__).resolve().parent.parent / "options"
 BUILTIN_PREFIX = "builtin:"  # data paths served by the project itself (data/photos.py), not the file system
@@ -34,7 +35,10 @@ class Key:
                  items: Optional["Key"] = None, check: Optional[Callable[[Any, str], Any]] = None):
         self.types = types if isinstance(types, tuple) else (types,)
         self.default = default
-        self.path = path  # None, 'dir' (folder(s) that must exist), 'file' (file that must exist), 'any' (either)
+        # None, 'dir' (folder(s) that must exist), 'file' (file that must exist), 'any' (either), 'name' (becomes
+        # the name of a file or folder the project creates: a plain name, utils/path_names.py), 'names' (plain
+        # names joined by `/`: a folder below the one it is put in)
+        self.path = path
         self.at_least, self.above, self.below = at_least, above, below
         self.items = items
         self.check = check
@@ -91,10 +95,23 @@ def check_temperatures(values: Any, where: str) -> List[float]:
     return out
 
 
+MIN_TILE = 16  # LR pixels: a smaller tile is mostly overlap and border, thousands of passes for one image
+MAX_SAMPLES = 100  # samples per image and temperature: far above the NTIRE protocol's 10
+
+
+def check_tile(value: int, where: str) -> int:
+    """`test.tile` (test.py's --tile): 0 (whole images) or a side of at least MIN_TILE LR pixels."""
+    if value != 0 and not MIN_TILE <= value:
+        raise ConfigError(f"`{where}` (--tile) must be 0 (whole images) or at least {MIN_TILE} LR pixels, got "
+                          f"{value}: a smaller tile is mostly overlap and border, thousands of network passes for one "
+                          "image")
+    return value
+
+
 # A dict is a section with fixed keys; {'*': section} is a mapping whose keys the user names;
 # ('variant', discriminator_key, {value: section}, common_section) picks keys by a discriminating value.
 DATASET_COMMON = {
-    "name": Key(str, "dataset"), "mode": Key(str, REQUIRED), "phase": Key(str),
+    "name": Key(str, "dataset", path="name"), "mode": Key(str, REQUIRED), "phase": Key(str),
     "n_workers": Key(int, 0, at_least=0), "batch_size": Key(int, 1, at_least=1), "scale": Key(int, at_least=1),
     "force_multiple": Key(int, 1, at_least=1), "cache": Key(bool, False), "quant": Key(int, 255, at_least=1),
     "data_type": Key(str),
@@ -189,14 +206,14 @@ EVALUATOR_COMMON = {"for": Key(str, REQUIRED), "type": Key(str, REQUIRED), "batc
 EVAL_DATASET = {"mode": Key(str, "imagefolder"),  # DLAS's evaluators always read an ImageFolderDataset
                 "paths": Key(STR_OR_LIST, REQUIRED, path="dir", items=TEXT), "target_size": Key(int, at_least=1),
                 "force_multiple": DATASET_COMMON["force_multiple"], "scale": DATASET_COMMON["scale"],
-                "eval": Key(bool, True), "n_workers": DATASET_COMMON["n_workers"], "name": Key(str, "eval"),
+                "eval": Key(bool, True), "n_workers": DATASET_COMMON["n_workers"], "name": Key(str, "eval", path="name"),
                 "quant": DATASET_COMMON["quant"], "cache": Key(bool, False), "strict": Key(bool, True),
                 "use_flip": Key(bool, False), "use_rot": Key(bool, False), "max_images": Key(int, at_least=1),
                 **CORRUPTION_KEYS}
 EVALUATOR_TYPES = {"flownet_gaussian": {"dataset": EVAL_DATASET}}
 
 SCHEMA = {
-    "name": Key(str, REQUIRED),
+    "name": Key(str, REQUIRED, path="names"),  # experiments/<name>/, results/<name>/
     "model": Key(str, "extensibletrainer"),
     "distortion": Key(str, "sr"),
     "scale": Key(int),
@@ -227,16 +244,18 @@ SCHEMA = {
               "auto_unfreeze": WhenGiven({"metric": Key(str, "gaussian_diff"), "patience": Key(int, 3, at_least=1),
                                           "min_delta": Key(NUM, 0.0, at_least=0), "network": Key(str, "generator"),
                                           "mode": Key(str, "auto")})},
-    "val": {"heats": Key(list, [0.0, 0.8], check=check_temperatures), "samples": Key(int, 2, at_least=1),
+    "val": {"heats": Key(list, [0.0, 0.8], check=check_temperatures),
+            "samples": Key(int, 2, at_least=1, below=MAX_SAMPLES + 1),
             "max_images": Key(int, at_least=1)},
     # crop_border smaller than each image: checked by test.py (inference/test_runner.py) once it knows the sizes
-    "test": {"heats": Key(list, [0.0], check=check_temperatures), "tile": Key(int, 0, at_least=0),
+    "test": {"heats": Key(list, [0.0], check=check_temperatures), "tile": Key(int, 0, check=check_tile),
              "tile_overlap": Key(int, 16, at_least=0), "crop_border": Key(int, at_least=0),
-             "samples": Key(int, 1, at_least=1)},
+             "samples": Key(int, 1, at_least=1, below=MAX_SAMPLES + 1)},
     "eval": {"evaluators": {"*": ("variant", "type", EVALUATOR_TYPES, EVALUATOR_COMMON)},
              "output_state": Key(str, "gen")},
     "logger": {"print_freq": Key(int, 100, at_least=1), "save_checkpoint_freq": Key(int, 1000, at_least=1),
-               "visuals": Key(list, [], items=TEXT), "visual_debug_rate": Key(int, 100, at_least=0),  # 0: none
+               "visuals": Key(list, [], items=Key(str, path="name")),  # visual_dbg/train_<name>/
+               "visual_debug_rate": Key(int, 100, at_least=0),  # 0: none
                "keep_checkpoints": Key(int, 0, at_least=0),  # 0: keep all
                "weights_format": Key(str, "pth", check=check_weights_format)},
 }
@@ -341,7 +360,9 @@ class _Validator:
         if not isinstance(node, dict):
             self.errors.append(f"`{where}` must be a section of keys, got {_show(node)}")
             return {}
-        if set(schema) == {"*"}:
+        if set(schema) == {"*"}:  # the user names these keys; a name can become a file name (models/<it>_<net>.pth)
+            for name in node:
+                self.check_name(str(name), "name", f"{where}.{name}", "its key")
             return {name: self.value(child, schema["*"], f"{where}.{name}") for name, child in node.items()}
         out = {}
         patterns = [k[:-1] for k in schema if k.endswith("*")]
@@ -382,12 +403,16 @@ class _Validator:
                         **{k: v for k, v in node.items() if k not in common}}
             return self.section(node, {**common, **variants.get(name, {})}, where)
         if node is None:
+            if spec.default is REQUIRED:  # `key: ~` or `key:` is not a value
+                self.errors.append(f"`{where}` is required ({_types(spec)}), got nothing (null)")
             return None if spec.default in (REQUIRED, OMIT) else copy.deepcopy(spec.default)
         if float in spec.types and isinstance(node, str):
             node = _as_float(node)  # YAML 1.1 reads `2e-4` (no dot) as a string
         if ANY != spec.types and not _has_type(node, spec.types):
             self.errors.append(f"`{where}` must be {_types(spec)}, got {_show(node)}")
             return node
+        if spec.path in ("name", "names") and isinstance(node, str):
+            self.check_name(node, spec.path, where, f"`{node}`")
         if spec.check is not None:
             try:
                 return spec.check(node, where)
@@ -402,6 +427,15 @@ class _Validator:
             self.errors.append(f"`{where}` must be {_types(spec)}, got `{node}`")
         return node
 
+
+    def check_name(self, value: str, kind: str, where: str, shown: str) -> None:
+        problem = name_problem(value, nested=kind == "names")
+        if problem:
+            if len(shown) > 60:
+                shown = shown[:40] + "...`"
+            plain = "a plain name, or plain names joined by `/`" if kind == "names" else "a plain name"
+            self.errors.append(f"`{where}`: {shown} {problem}; it becomes a file or folder name: use {plain} "
+                               "such as `my_run_2` (letters, digits, `-`, `_`, `.`)")
 
     def items(self, node: list, spec: Key, where: str) -> list:
         out = []
@@ -457,7 +491,7 @@ def _check_paths(opt: Dict[str, Any], schema: Dict[str, Any], where: str, errors
             spec = {**spec[3], **spec[2].get(value.get(spec[1]), {})}
         if isinstance(spec, dict) and isinstance(value, dict):
             _check_paths(value, spec if "*" not in spec else {k: spec["*"] for k in value}, _join(where, key), errors)
-        elif isinstance(spec, Key) and spec.path and value is not None:
+        elif isinstance(spec, Key) and spec.path in ("dir", "file", "any") and value is not None:
             opt[key] = _resolve(value, spec.path, _join(where, key), errors)
 
 

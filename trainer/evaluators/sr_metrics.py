@@ -14,8 +14,9 @@ from models import is_flow
 from trainer.context import RunContext
 from trainer.evaluators import EVALUATORS
 from trainer.injectors import build_injectors
+from trainer.state_keys import injector_outputs
 from utils.dist import unwrap
-from utils.errors import ConfigError
+from utils.errors import ConfigError, closest
 from utils.image import to_uint8
 from utils.metrics import SSIM_Y_WINDOW, psnr_y, ssim_y, ssim_y_fits
 from utils.options import as_list
@@ -45,7 +46,18 @@ class SRMetrics:
         self.max_images = opt["val"]["max_images"]
         self.injectors = [inj for name, step in opt["steps"].items()
                           for inj in build_injectors(step["injectors"], env, f"steps.{name}.injectors")]
+        self.check_output_state(opt, env)
         self.check_sizes(dataset, opt_eval["dataset"])
+
+    def check_output_state(self, opt: Dict[str, Any], env: RunContext) -> None:
+        """A plain SR network is validated on what the injector writing `eval.output_state` gives: one must
+        write it (an SRFlow is validated by sampling, whatever the key)."""
+        if is_flow(env.networks[self.net_name]):
+            return
+        target, outs = opt["eval"]["output_state"], injector_outputs(opt)
+        if target not in outs:
+            raise ConfigError(f"`eval.output_state` is `{target}`, which no injector writes{closest(target, outs)}; "
+                              f"validation needs the SR image's key: one of {', '.join(outs) or '(no injector)'}")
 
     def check_sizes(self, dataset: Any, opt_dataset: Dict[str, Any]) -> None:
         """Warn now about each validated image too small for SSIM-Y after the border crop (validation leaves
