@@ -1,7 +1,8 @@
 """Checkpoint files: atomic writes, finding the newest complete state, loading with weights_only.
 
-A checkpoint at iteration N is `models/N_<network>.pth` (plain state dicts, loadable on their own) plus
-`training_state/N.state`. The state file is written last, so its presence marks a complete checkpoint.
+A checkpoint at iteration N is `models/N_<network>.pth` (plain state dicts, loadable on their own; a network's
+moving average, when the run keeps one, is `models/N_<network>_ema.pth`) plus `training_state/N.state` (a
+TrainingState). The state file is written last, so its presence marks a complete checkpoint.
 """
 import random
 import re
@@ -11,6 +12,7 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 import torch
 
+from trainer.training_state import TrainingState
 from utils.errors import ConfigError
 from utils.files import atomic_path
 
@@ -34,8 +36,24 @@ def load_file(path: Path) -> Any:
         raise ConfigError(f"cannot read checkpoint `{path}` (truncated, or not a PyTorch checkpoint): {first}") from None
 
 
+def ema_name(network: str) -> str:
+    """The name a network's moving average is saved under, among the checkpoint's weights."""
+    return f"{network}_ema"
+
+
+def weights_file(it: int, name: str) -> str:
+    """The file (under models/) of the weights `name` (a network, or its ema_name) at iteration `it`."""
+    return f"{it}_{name}.pth"
+
+
+def final_weights(models: Path, it: int, network: str) -> Path:
+    """The weights of `network` at iteration `it`: their moving average when the run kept one."""
+    ema = models / weights_file(it, ema_name(network))
+    return ema if ema.is_file() else models / weights_file(it, network)
+
+
 def save_checkpoint(exp: Dict[str, str], it: int, networks: Dict[str, Dict[str, torch.Tensor]],
-                    state: Dict[str, Any], lineage: List[Dict[str, Any]], keep: int = 0) -> Path:
+                    state: TrainingState, lineage: List[Dict[str, Any]], keep: int = 0) -> Path:
     """Write checkpoint `it` (weights first, the state file last) and record it in `lineage`, the run's own
     checkpoints, which is saved inside the state. With `keep` > 0, the run's older checkpoints beyond the
     newest `keep` are deleted; files the run did not write are never touched.
@@ -44,7 +62,7 @@ def save_checkpoint(exp: Dict[str, str], it: int, networks: Dict[str, Dict[str, 
     the OSError is raised: the earlier checkpoints stay as they were.
     """
     written: List[Path] = []
-    model_files = {name: f"{it}_{name}.pth" for name in networks}
+    model_files = {name: weights_file(it, name) for name in networks}
     path = Path(exp["training_state"]) / f"{it}.state"
     entry = {"iter": it, "files": [str(Path("models") / f) for f in model_files.values()]
              + [str(Path("training_state") / path.name)]}
@@ -54,7 +72,8 @@ def save_checkpoint(exp: Dict[str, str], it: int, networks: Dict[str, Dict[str, 
             written.append(Path(exp["models"]) / model_files[name])
             atomic_save(weights, written[-1])
         written.append(path)
-        atomic_save({**state, "iter": it, "model_files": model_files, "lineage": history}, path)
+        state.iteration, state.model_files, state.lineage = it, model_files, history
+        atomic_save(state.to_dict(), path)
     except OSError:
         for f in written:
             f.unlink(missing_ok=True)
@@ -97,17 +116,19 @@ def find_resume_state(training_state_dir: Path) -> Optional[Path]:
     return None
 
 
-def load_training_state(path: Path) -> Dict[str, Any]:
+def load_training_state(path: Path) -> TrainingState:
     """A training state that `--resume` can continue from, with its weight files present."""
     if path.suffix == ".pth":
         raise ConfigError(f"`{path}` is a weights file; --resume takes a training state "
                           "(training_state/<iter>.state of the run) or `auto`. To start from these weights, "
                           "use --set path.pretrain_model_<network>=FILE")
     state = load_file(path)
-    if not isinstance(state, dict) or not {"iter", "model_files", "steps"} <= set(state):
-        raise ConfigError(f"`{path}` is not a training state (training_state/<iter>.state of a run)")
+    try:
+        state = TrainingState.from_dict(state)
+    except (TypeError, KeyError, AttributeError):  # not a dict, or not the keys a TrainingState has
+        raise ConfigError(f"`{path}` is not a training state (training_state/<iter>.state of a run)") from None
     models = path.parent.parent / "models"
-    for name, file in state["model_files"].items():
+    for name, file in state.model_files.items():
         if not (models / file).is_file():
             raise ConfigError(f"training state `{path}` needs the weights of `{name}` at {models / file}, which "
                               "is missing; resume from another state (or --resume auto: the newest complete one)")
