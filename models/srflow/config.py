@@ -127,7 +127,7 @@ REQUIRED_CHOICE = ("coupling",)  # except for the coupling, which a recipe must 
 UNSUPPORTED = (("split", "conditional"), ("split", "cond_channels"))  # no official recipe uses them
 IGNORED = (("patch_size",), ("noInitialInj",), ("hidden_channels",),  # accepted, without effect (as officially)
            ("CondAffineSeparatedAndCond", "multReverse"))
-RECIPE_FLOW_KEYS = sorted({path[0] for path in (*FLOW_KEYS.values(), *CHOICES, *IGNORED)} | {"K"})
+RECIPE_FLOW_KEYS = sorted(FLOW)  # what a raw section given to build_network may hold
 
 
 def _levels_k(opt_net: dict, flow: dict, L: int, where: str) -> Union[int, Tuple[int, ...]]:
