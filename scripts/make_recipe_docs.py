@@ -70,18 +70,27 @@ def _table(keys: Dict[str, Any], prefix: str = "") -> List[str]:
     return ["| key | type | default | meaning |", "|---|---|---|---|", *_rows(keys, prefix), ""]
 
 
+def _variant(title: str, variant: Variant, level: int) -> List[str]:
+    """The keys common to every entry, then each entry's own (an entry picked in turn by another key, nested)."""
+    lines = ["Keys of every entry:", "", *_table(variant.common)]
+    for name in variant.names():
+        entry = variant.entry(name)
+        heading = f"{title} with `{variant.key}: {name}`"
+        lines += ["#" * level + " " + heading, ""]
+        if isinstance(entry, Variant):
+            lines += _variant(heading, entry, level + 1)
+        else:
+            lines += _table(entry) if entry else ["No keys of its own.", ""]
+    return lines
+
+
 def _section(title: str, spec: Any, level: int) -> List[str]:
     hashes = "#" * level
     if isinstance(spec, Mapping):
         lines = [f"{hashes} `{title}.<name>`", "", spec.doc[:1].upper() + spec.doc[1:] + ".", ""]
         inner = spec.spec
         if isinstance(inner, Variant):
-            lines += ["Keys of every entry:", "", *_table(inner.common)]
-            for name in inner.registry.names():
-                keys = inner.registry.keys_of(name)
-                lines += [f"{hashes}# `{title}.<name>` with `{inner.key}: {name}`", ""]
-                lines += _table(keys) if keys else ["No keys of its own.", ""]
-            return lines
+            return lines + _variant(f"`{title}.<name>`", inner, level + 1)
         lines += _table({k: v for k, v in inner.items() if not isinstance(v, Mapping)})
         for name, sub in inner.items():
             if isinstance(sub, Mapping):

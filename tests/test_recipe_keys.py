@@ -62,28 +62,33 @@ def required(keys: Dict[str, Any]) -> Dict[str, Any]:
     return {**out, **{k: v for k, v in subsections.items() if v}}
 
 
-def minimal(keys: Dict[str, Any], variant: Variant, name: str) -> Dict[str, Any]:
-    return {**required(keys), variant.key: name}
-
-
 def place(recipe: dict, path: Tuple[str, ...], section: dict) -> None:
     for key in path[:-1]:
         recipe = recipe.setdefault(key, {})
     recipe[path[-1]] = section
 
 
-ENTRIES = [(where, name) for where, variant in variants(recipe_schema(), "") for name in variant.registry.names()]
+def leaves(variant: Variant, picked: Dict[str, str]) -> Iterator[Tuple[Dict[str, str], Dict[str, Any]]]:
+    """(the keys that pick an entry, the entry's keys) of every entry, nested ones included."""
+    for name in variant.names():
+        entry = variant.entry(name)
+        if isinstance(entry, Variant):
+            yield from leaves(entry, {**picked, variant.key: name})
+        else:
+            yield {**picked, variant.key: name}, variant.keys_for(name)
+
+
+ENTRIES = [(where, picked, keys) for where, variant in variants(recipe_schema(), "") for picked, keys in leaves(variant, {})]
 
 
 def test_every_registry_of_the_recipe_is_covered():
-    assert {where for where, _ in ENTRIES} == set(WHERE)
+    assert {where for where, _, _ in ENTRIES} == set(WHERE)
 
 
-@pytest.mark.parametrize("where,name", ENTRIES, ids=[f"{w}:{n}" for w, n in ENTRIES])
-def test_parse_options_fills_exactly_the_declared_defaults(where, name):
-    variant = dict(variants(recipe_schema(), ""))[where]
-    keys = variant.keys_for(name)
-    section = minimal(keys, variant, name)
+@pytest.mark.parametrize("where,picked,keys", ENTRIES,
+                         ids=[f"{w}:{'/'.join(p.values())}" for w, p, _ in ENTRIES])
+def test_parse_options_fills_exactly_the_declared_defaults(where, picked, keys):
+    section = {**required(keys), **picked}
     recipe = copy.deepcopy(BASE)
     if where.startswith("steps"):
         recipe["steps"] = {"s": {"training": "generator"}}

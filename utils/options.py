@@ -105,12 +105,14 @@ class _Validator:
                 return {}
             return {name: self.value(child, spec.spec, f"{where}.{name}") for name, child in node.items()}
         if isinstance(spec, Variant):
-            name = node.get(spec.key) if isinstance(node, dict) else None
+            name = spec.name_in(node)
             if isinstance(name, str) and not spec.known(name):
                 # Not a registered name: only the common keys are checked; the registry rejects the name.
                 return {**self.section({k: v for k, v in node.items() if k in spec.common}, spec.common, where),
                         **{k: v for k, v in node.items() if k not in spec.common}}
-            return self.section(node, spec.keys_for(name), where)
+            resolved = spec.resolve(node)
+            return self.value(node, resolved, where) if isinstance(resolved, Variant) else \
+                self.section(node, resolved, where)
         if node is None:
             return None if spec.default is REQUIRED or not spec.fill else copy.deepcopy(spec.default)
         if float in spec.types and isinstance(node, str):
@@ -201,8 +203,8 @@ def _spec_of(schema: Dict[str, Any], key: str, value: Any) -> Any:
     spec = schema.get(key)
     if spec is None:
         spec = next((s for k, s in schema.items() if k.endswith("*") and str(key).startswith(k[:-1])), None)
-    if isinstance(spec, Variant) and isinstance(value, dict):
-        return spec.keys_for(value.get(spec.key))
+    while isinstance(spec, Variant) and isinstance(value, dict):
+        spec = spec.resolve(value)
     return spec
 
 
@@ -253,8 +255,12 @@ def parse_options(path_or_dict: Union[str, Path, Dict[str, Any]], overrides: Ite
         _check_paths(opt, schema, "", errors)
         if errors:
             raise ConfigError(_report(source, errors))
-    for _, rule in sorted(RULES, key=lambda entry: entry[0]):
-        rule(opt)
+    problems: List[str] = []
+    for _, reads_files, rule in sorted(RULES, key=lambda entry: entry[0]):
+        if check_paths or not reads_files:
+            problems += rule(opt) or []
+    if problems:
+        raise ConfigError(_report(source, problems))
     paths = opt["path"]
     root = Path(paths.get("experiments_root") or Path("experiments") / opt["name"])
     paths["experiments_root"] = str(root)

@@ -54,17 +54,38 @@ class WhenGiven(dict):
 
 
 class Variant:
-    """A section whose keys depend on the value of its key `key`: `common` plus the keys that the registry
-    entry of that name declares (e.g. a network section: `which_model_G` picks the network)."""
+    """A section whose keys depend on the value of its key `key`: `common` plus the keys that the entry of that
+    name declares. `choices` is a Registry (each entry's declared keys: a network section's `which_model_G`
+    picks the network) or a dict of name -> keys, where a value may itself be a Variant (a network's `type`
+    picks generator or discriminator, each picked in turn by its own key). An absent `key` takes its default
+    in `common`."""
 
-    def __init__(self, key: str, registry: Any, common: Dict[str, Any]):
-        self.key, self.registry, self.common = key, registry, common
+    def __init__(self, key: str, choices: Any, common: Dict[str, Any]):
+        self.key, self.choices, self.common = key, choices, common
+
+    def name_in(self, node: Any) -> Any:
+        name = node.get(self.key) if isinstance(node, dict) else None
+        default = getattr(self.common.get(self.key), "default", None)
+        return default if name is None and isinstance(default, str) else name
 
     def known(self, name: Any) -> bool:
-        return isinstance(name, str) and name in self.registry
+        return isinstance(name, str) and name in self.choices
+
+    def names(self) -> List[str]:
+        return self.choices.names() if hasattr(self.choices, "names") else list(self.choices)
+
+    def entry(self, name: str) -> Any:
+        """The keys entry `name` declares, or the Variant that picks its keys."""
+        return self.choices.keys_of(name) if hasattr(self.choices, "keys_of") else self.choices[name]
+
+    def resolve(self, node: Any) -> Any:
+        """The Variant or the keys (common ones included) that apply to `node`."""
+        name = self.name_in(node)
+        entry = self.entry(name) if self.known(name) else {}
+        return entry if isinstance(entry, Variant) else {**self.common, **entry}
 
     def keys_for(self, name: Any) -> Dict[str, Any]:
-        return {**self.common, **(self.registry.keys_of(name) if self.known(name) else {})}
+        return {**self.common, **(self.entry(name) if self.known(name) else {})}
 
 
 class Mapping:
@@ -83,8 +104,8 @@ FRACTION = dict(at_least=0, below=1)  # decay rates and Adam's betas
 
 # The whole recipe: top-level key -> Key or section, as the packages declare them (see declare_section).
 RECIPE: Dict[str, Any] = {}
-Rule = Callable[[Dict[str, Any]], None]
-RULES: List[Tuple[int, Rule]] = []
+Rule = Callable[[Dict[str, Any]], Optional[List[str]]]
+RULES: List[Tuple[int, bool, Rule]] = []  # (order, whether it reads files, rule)
 
 
 def declare_section(name: str, spec: Any) -> None:
@@ -100,11 +121,13 @@ def declare_section(name: str, spec: Any) -> None:
         RECIPE[name] = spec
 
 
-def recipe_rule(order: int = 50) -> Callable[[Rule], Rule]:
-    """Decorator: a check of a parsed recipe that ties several keys together (raises ConfigError, may settle
-    values). Rules run after the keys are checked and their defaults filled, by `order`, then as declared."""
+def recipe_rule(order: int = 50, reads_files: bool = False) -> Callable[[Rule], Rule]:
+    """Decorator: a check of a parsed recipe that ties several keys together. It returns its problems (one line
+    each, all reported together) or raises ConfigError, and may settle values. Rules run after the keys are
+    checked and their defaults filled, by `order`, then as declared; one that `reads_files` runs only when
+    parse_options checks paths."""
     def add(rule: Rule) -> Rule:
-        RULES.append((order, rule))
+        RULES.append((order, reads_files, rule))
         return rule
     return add
 
