@@ -1,6 +1,7 @@
 """The recipe keys of a training run as a whole: top-level ones, `path`, `train`'s loop keys and `logger`, and
 the rules that tie the recipe's scales together."""
 import warnings
+from pathlib import Path
 from typing import Any, Dict
 
 from models.rrdb import SHAPE_KEYS
@@ -80,6 +81,29 @@ def settle_scale(opt: Dict[str, Any]) -> None:
         opt["scale"] = scale
     if opt.get("scale") is None:
         opt["scale"] = SCALE.default
+
+
+@recipe_rule(order=90)
+def output_folders(opt: Dict[str, Any]) -> None:
+    """Where the run writes (`path.experiments_root` and the folders in it) and test.py (`path.results_root`)."""
+    paths = opt["path"]
+    root = Path(paths.get("experiments_root") or Path("experiments") / opt["name"])
+    paths["experiments_root"] = str(root)
+    for folder in ("models", "training_state", "log", "visual_dbg"):
+        paths[folder] = str(root / folder)
+    paths["results_root"] = paths.get("results_root") or str(Path("results") / opt["name"])
+    for key in ("experiments_root", "models", "training_state", "log", "visual_dbg"):  # what a run writes
+        _check_output_folder(Path(paths[key]), "path.experiments_root")
+    _check_output_folder(Path(paths["results_root"]), "path.results_root")
+
+
+def _check_output_folder(path: Path, key: str) -> None:
+    """An output folder may not exist yet, but neither it nor the nearest existing path above it may be a file."""
+    existing = next((p for p in (path, *path.parents) if p.exists()), None)  # a relative path ends at `.`
+    if existing is not None and not existing.is_dir():
+        above = "" if existing == path else f" (on the way to `{path}`)"
+        raise ConfigError(f"`{key}`: `{existing}`{above} is a file; expected a folder: move the file away, or "
+                          f"pass --set {key}=FOLDER")
 
 
 @recipe_rule(order=40)

@@ -223,15 +223,6 @@ def _resolve(value: Any, kind: str, where: str, errors: List[str]) -> Any:
     return str(path)
 
 
-def _check_output_folder(path: Path, key: str) -> None:
-    """An output folder may not exist yet, but neither it nor the nearest existing path above it may be a file."""
-    existing = next((p for p in (path, *path.parents) if p.exists()), None)  # a relative path ends at `.`
-    if existing is not None and not existing.is_dir():
-        above = "" if existing == path else f" (on the way to `{path}`)"
-        raise ConfigError(f"`{key}`: `{existing}`{above} is a file; expected a folder: move the file away, or "
-                          f"pass --set {key}=FOLDER")
-
-
 def parse_options(path_or_dict: Union[str, Path, Dict[str, Any]], overrides: Iterable[str] = (),
                   check_paths: bool = True) -> Dict[str, Any]:
     """Load a recipe (a path, a name under options/, or a dict), apply `--set` overrides, validate it,
@@ -261,17 +252,6 @@ def parse_options(path_or_dict: Union[str, Path, Dict[str, Any]], overrides: Ite
             problems += rule(opt) or []
     if problems:
         raise ConfigError(_report(source, problems))
-    paths = opt["path"]
-    root = Path(paths.get("experiments_root") or Path("experiments") / opt["name"])
-    paths["experiments_root"] = str(root)
-    paths["models"] = str(root / "models")
-    paths["training_state"] = str(root / "training_state")
-    paths["log"] = str(root / "log")
-    paths["visual_dbg"] = str(root / "visual_dbg")
-    paths["results_root"] = paths.get("results_root") or str(Path("results") / opt["name"])
-    for key in ("experiments_root", "models", "training_state", "log", "visual_dbg"):  # what a run writes
-        _check_output_folder(Path(paths[key]), "path.experiments_root")
-    _check_output_folder(Path(paths["results_root"]), "path.results_root")
     opt["recipe_path"] = str(source) if source else None
     return opt
 
