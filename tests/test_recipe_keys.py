@@ -132,3 +132,26 @@ def test_a_key_naming_a_missing_network_is_refused_with_the_closest_name():
     with pytest.raises(Exception, match="`steps.s.training` names network `generatr`, which is not under "
                                         "`networks` \\(did you mean `generator`\\?\\)"):
         parse_options(recipe, check_paths=False)
+
+
+def test_losses_and_injectors_build_from_their_declared_defaults():
+    import torch
+    from models import build_network
+    from trainer.context import RunContext
+    from trainer.injectors import INJECTORS
+    from trainer.losses import LOSSES
+    recipe = {**BASE, "train": {"niter": 1}, "steps": {"s": {
+        "training": "generator",
+        "injectors": {"i": {"type": "generator", "generator": "generator", "in": "lq", "out": "gen"}},
+        "losses": {"pix": {"type": "pix", "real": "hq", "fake": "gen"}, "nll": {"type": "direct", "key": "nll"}}}}}
+    opt = parse_options(recipe, check_paths=False)
+    net = build_network({**opt["networks"]["generator"], "nf": 8, "nb": 1}, opt)
+    env = RunContext(opt, {"generator": net}, torch.device("cpu"))
+    step = opt["steps"]["s"]
+    injector = INJECTORS.get("generator")("i", step["injectors"]["i"], env)
+    state = {"lq": torch.rand(1, 3, 8, 8), "hq": torch.rand(1, 3, 32, 32), "nll": torch.tensor([2.0])}
+    state.update(injector(state))
+    pix = LOSSES.get("pix")("pix", step["losses"]["pix"], env)
+    direct = LOSSES.get("direct")("nll", step["losses"]["nll"], env)
+    assert pix.weight == 1 and torch.isclose(pix(state), (state["gen"] - state["hq"]).abs().mean())  # l1
+    assert direct(state) == 2.0  # neither inverted nor annealed
