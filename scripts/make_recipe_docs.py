@@ -104,13 +104,26 @@ def _section(title: str, spec: Any, level: int) -> List[str]:
     return lines
 
 
+ORDER = ("datasets", "networks", "path", "steps", "train", "eval", "val", "test", "logger")  # DLAS's recipes'
+
+
+def _lr_schemes() -> List[str]:
+    from trainer.schedulers import SCHEDULERS
+    reads = [f"`{name}`: " + (", ".join(f"`{k}`" for k in SCHEDULERS.keys_of(name)) or "none of them")
+             for name in SCHEDULERS.names()]
+    return ["The lr schemes (`train.default_lr_scheme`) and the keys each reads: " + "; ".join(reads) + ".", ""]
+
+
 def render() -> str:
     schema = recipe_schema()
     top = {k: v for k, v in schema.items() if isinstance(v, Key)}
     lines = [HEAD, "## Top level", "", *_table(top)]
-    for name, spec in schema.items():
-        if not isinstance(spec, Key):
-            lines += _section(name, spec, 2)
+    sections = sorted((name for name, spec in schema.items() if not isinstance(spec, Key)),
+                      key=lambda name: ORDER.index(name) if name in ORDER else len(ORDER))
+    for name in sections:
+        lines += _section(name, schema[name], 2)
+        if name == "train":
+            lines += _lr_schemes()
     return "\n".join(lines).rstrip() + "\n"
 
 
