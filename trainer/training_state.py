@@ -27,4 +27,5 @@ class TrainingState:
     def from_dict(cls, state: Dict[str, Any]) -> "TrainingState":
         values = dict(state)
         values["iteration"] = values.pop("iter")
+        values.pop("ema", None)  # checkpoints written before the EMA was saved once: its weights file holds it
         return cls(**values)
