@@ -78,7 +78,8 @@ CHANNELS_LAST = Key(bool, None, "compute in the channels_last layout; absent: on
 declare_section("checkpointing_enabled", CHECKPOINTING)
 declare_section("channels_last", CHANNELS_LAST)
 KEYS = {**SHAPE_KEYS, "blocks_per_checkpoint": Key(int, 1, "RRDB blocks per gradient checkpoint (with the "
-                                                   "top-level `checkpointing_enabled`)", at_least=1)}
+                                                   "top-level `checkpointing_enabled`)", at_least=1,
+                                                   weights_fit=True)}
 
 
 @dataclass(frozen=True)

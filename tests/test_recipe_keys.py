@@ -155,3 +155,21 @@ def test_losses_and_injectors_build_from_their_declared_defaults():
     direct = LOSSES.get("direct")("nll", step["losses"]["nll"], env)
     assert pix.weight == 1 and torch.isclose(pix(state), (state["gen"] - state["hq"]).abs().mean())  # l1
     assert direct(state) == 2.0  # neither inverted nor annealed
+
+
+def test_a_resumed_run_applies_only_the_network_keys_declared_weights_fit():
+    from trainer.recipe_changes import review
+    from utils.errors import ConfigError
+    section = {"which_model_G": "srflow", "K": 2, "flow": {"L": 2, "coupling": "CondAffineSeparatedAndCond"}}
+    old = parse_options({**BASE, "networks": {"generator": section}}, check_paths=False)
+    changed = copy.deepcopy(section)
+    changed["train_RRDB"] = True
+    changed["flow"].update(gaussian_loss_weight=0.5, augmentation={"noiseQuant": False})
+    lines = review(old, parse_options({**BASE, "networks": {"generator": changed}}, check_paths=False))
+    assert {line.split(":")[0] for line in lines} == {"networks.generator.train_RRDB",
+                                                    "networks.generator.flow.gaussian_loss_weight",
+                                                    "networks.generator.flow.augmentation"}
+    assert all(line.endswith("(applied)") for line in lines)
+    with pytest.raises(ConfigError, match="cannot resume with a changed network: `networks.generator.nf` "
+                                          "\\(64 -> 32\\)"):
+        review(old, parse_options({**BASE, "networks": {"generator": {**section, "nf": 32}}}, check_paths=False))

@@ -198,6 +198,25 @@ def _check_paths(opt: Dict[str, Any], schema: Any, where: str, errors: List[str]
             opt[key] = _resolve(value, spec.path, _join(where, key), errors)
 
 
+def declarations_along(opt: Dict[str, Any], path: List[str]) -> List[Any]:
+    """The declaration of each key along a key path of a parsed recipe (None where there is none)."""
+    spec: Any = recipe_schema()
+    node: Any = opt
+    out = []
+    for key in path:
+        node = node.get(key) if isinstance(node, dict) else None
+        if isinstance(spec, Mapping):
+            spec = spec.spec
+            while isinstance(spec, Variant) and isinstance(node, dict):
+                spec = spec.resolve(node)
+        elif isinstance(spec, dict):
+            spec = _spec_of(spec, key, node)
+        else:
+            spec = None
+        out.append(spec)
+    return out
+
+
 def _spec_of(schema: Dict[str, Any], key: str, value: Any) -> Any:
     """The declaration of `key` in a section (a `prefix_*` pattern matches too); a Variant's keys for `value`."""
     spec = schema.get(key)

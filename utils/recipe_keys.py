@@ -17,12 +17,14 @@ class Key:
     `below`), a list's `items` (a Key each item must satisfy), or `check(value, where) -> value`, which raises
     ConfigError. `fill=False`: when the recipe leaves the key out it stays absent, and the component applies
     `default` itself (SRFlow's flow keys, where absent is not the same as false in the official code).
-    `names=(section, noun)`: the value (or each item) must name an entry of that top-level section."""
+    `names=(section, noun)`: the value (or each item) must name an entry of that top-level section.
+    `weights_fit=True` (a network's key): changing it keeps a checkpoint's weights fitting the network, so a
+    resumed run applies the change (any other network key shapes the weights: its change is refused)."""
 
     def __init__(self, types: Union[type, tuple], default: Any = None, doc: str = "", path: Optional[str] = None,
                  at_least: Optional[float] = None, above: Optional[float] = None, below: Optional[float] = None,
                  items: Optional["Key"] = None, check: Optional[Callable[[Any, str], Any]] = None,
-                 fill: bool = True, names: Optional[Tuple[str, str]] = None):
+                 fill: bool = True, names: Optional[Tuple[str, str]] = None, weights_fit: bool = False):
         self.types = types if isinstance(types, tuple) else (types,)
         self.default = default
         self.doc = doc
@@ -32,6 +34,7 @@ class Key:
         self.check = check
         self.fill = fill
         self.names = names
+        self.weights_fit = weights_fit
 
     def bounds(self) -> str:
         """' >= 1', ' > 0 and < 1', ...: the bounds as the error message states them."""
@@ -48,9 +51,10 @@ class Key:
 class WhenGiven(dict):
     """A section that stays absent (None) unless the recipe has it: its presence switches a feature on."""
 
-    def __init__(self, keys: Dict[str, Any], doc: str = ""):
+    def __init__(self, keys: Dict[str, Any], doc: str = "", weights_fit: bool = False):
         super().__init__(keys)
         self.doc = doc
+        self.weights_fit = weights_fit  # as Key's, for the whole section
 
 
 class Variant:

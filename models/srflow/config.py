@@ -15,8 +15,8 @@ from utils.errors import ConfigError, closest
 from utils.recipe_keys import COUNT, NUM, Key, WhenGiven
 
 
-def _flow_key(types: Union[type, tuple], default: object, doc: str, **bounds: object) -> Key:
-    return Key(types, default, doc, fill=False, **bounds)
+def _flow_key(types: Union[type, tuple], default: object, doc: str, **more: object) -> Key:
+    return Key(types, default, doc, fill=False, **more)
 
 
 # `networks.<name>.flow` of an SRFlow, as the official code reads it.
@@ -40,15 +40,17 @@ FLOW = {
     "stackRRDB": WhenGiven({
         "blocks": _flow_key(list, (), "RRDB blocks whose outputs are stacked into the conditioning", items=COUNT),
         "concat": _flow_key(bool, False, "whether they are")}, "the conditioning features"),
-    "gaussian_loss_weight": _flow_key(NUM, 1.0, "weight of the splits' prior term in logdet (DLAS)"),
+    "gaussian_loss_weight": _flow_key(NUM, 1.0, "weight of the splits' prior term in logdet (DLAS)",
+                                      weights_fit=True),
     "augmentation": WhenGiven({"noiseQuant": _flow_key(bool, True, "training adds uniform dequantisation noise "
-                                                       "of one quantisation step")}, "training noise"),
+                                                       "of one quantisation step")}, "training noise",
+                              weights_fit=True),
     "CondAffineSeparatedAndCond": WhenGiven({
         "eps": _flow_key(NUM, 1e-4, "floor of the couplings' scales", at_least=0),
         "hidden_channels": _flow_key(int, 64, "width of the couplings' conditioning networks", at_least=1),
         "multReverse": _flow_key(bool, None, "accepted; no effect (as officially)")}, "the couplings"),
     "patch_size": _flow_key(int, None, "accepted; no effect (as officially), but checked against the flow's sizes",
-                            at_least=1),
+                            at_least=1, weights_fit=True),
     "noInitialInj": _flow_key(bool, None, "accepted; no effect (as officially)"),
     "hidden_channels": _flow_key(int, None, "accepted; no effect (as officially): the width is "
                                  "`CondAffineSeparatedAndCond.hidden_channels`", at_least=1),
@@ -63,9 +65,9 @@ KEYS = {
     "K": Key(int, None, "coupling steps per flow level", at_least=1, fill=False),
     "initial_stride": INITIAL_STRIDE,
     "flow_scale": Key(int, None, "HR/LR factor of the RRDB features the flow reads (default: `scale`)", at_least=1),
-    "train_RRDB": Key(bool, False, "the RRDB trains with the flow from the start"),
+    "train_RRDB": Key(bool, False, "the RRDB trains with the flow from the start", weights_fit=True),
     "train_RRDB_delay": Key(NUM, None, "the RRDB is frozen for this fraction of `train.niter`, then trains",
-                            at_least=0),
+                            at_least=0, weights_fit=True),
     "pretrain_rrdb": Key(str, None, "stage-1 RRDB weights loaded into the network's RRDB", path="file"),
     "flow": FLOW,
 }
