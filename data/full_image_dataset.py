@@ -184,8 +184,8 @@ class PairedImageDataset(FullImageDataset):
 
 
 LQ_FOLDER_KEYS = {
-    "dataroot_LQ": Key(STR_OR_LIST, REQUIRED, "folder(s) of LR images to super-resolve (no HQ)", path="dir",
-                       items=TEXT),
+    "dataroot_LQ": Key(STR_OR_LIST, REQUIRED, "folder(s) of LR images to super-resolve, or images (no HQ)",
+                       path="any", items=TEXT),
 }
 
 

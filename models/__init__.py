@@ -18,6 +18,7 @@ declare_section("networks", Mapping(Variant("which_model_G", NETWORKS, NETWORK_K
 # Imported after NETWORKS exists: these modules register themselves in it.
 from models import rrdb  # noqa: E402,F401
 from models.srflow.srflow_net import SRFlowNet  # noqa: E402
+from models.srflow import layout  # noqa: E402,F401  (registers SRFlow's recogniser)
 from models.weights import LoadResult, load_network_weights  # noqa: E402,F401
 
 

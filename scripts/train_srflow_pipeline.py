@@ -54,7 +54,8 @@ def load_pipeline(path: str) -> Dict[str, Any]:
 
 def final_weights(opt: Dict[str, Any], network: str = "generator") -> Path:
     """The stage's last weights: their moving average when the stage kept one."""
-    return checkpoint.final_weights(Path(opt["path"]["models"]), opt["train"]["niter"], network)
+    return checkpoint.final_weights(Path(opt["path"]["models"]), opt["train"]["niter"], network,
+                                    opt["logger"]["weights_format"])
 
 
 def run_stage(pipeline: str, stage: Dict[str, Any], done: Dict[str, Dict[str, Any]], extra: List[str]) -> Dict[str, Any]:

@@ -1,7 +1,8 @@
 """Checkpoint files: atomic writes, finding the newest complete state, loading with weights_only.
 
-A checkpoint at iteration N is `models/N_<network>.pth` (plain state dicts, loadable on their own; a network's
-moving average, when the run keeps one, is `models/N_<network>_ema.pth`) plus `training_state/N.state` (a
+A checkpoint at iteration N is `models/N_<network>.pth` (plain state dicts, loadable on their own, that record
+their network's recipe section; `.safetensors` with `logger.weights_format: safetensors`; a network's moving
+average, when the run keeps one, is `models/N_<network>_ema.pth`) plus `training_state/N.state` (a
 TrainingState). The state file is written last, so its presence marks a complete checkpoint.
 """
 import random
@@ -12,6 +13,7 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 import torch
 
+from models.weights import save_weights
 from trainer.training_state import TrainingState
 from utils.errors import ConfigError
 from utils.files import atomic_path
@@ -36,33 +38,45 @@ def load_file(path: Path) -> Any:
         raise ConfigError(f"cannot read checkpoint `{path}` (truncated, or not a PyTorch checkpoint): {first}") from None
 
 
+WEIGHTS_FORMATS = ("pth", "safetensors")  # `logger.weights_format`: the file type of checkpoints' weights
+EMA_SUFFIX = "_ema"
+
+
 def ema_name(network: str) -> str:
     """The name a network's moving average is saved under, among the checkpoint's weights."""
-    return f"{network}_ema"
+    return network + EMA_SUFFIX
 
 
-def weights_file(it: int, name: str) -> str:
+def network_of(name: str) -> str:
+    """The network whose weights a checkpoint saves under `name` (itself, or its moving average)."""
+    return name.removesuffix(EMA_SUFFIX)
+
+
+def weights_file(it: int, name: str, weights_format: str = WEIGHTS_FORMATS[0]) -> str:
     """The file (under models/) of the weights `name` (a network, or its ema_name) at iteration `it`."""
-    return f"{it}_{name}.pth"
+    return f"{it}_{name}.{weights_format}"
 
 
-def final_weights(models: Path, it: int, network: str) -> Path:
+def final_weights(models: Path, it: int, network: str, weights_format: str = WEIGHTS_FORMATS[0]) -> Path:
     """The weights of `network` at iteration `it`: their moving average when the run kept one."""
-    ema = models / weights_file(it, ema_name(network))
-    return ema if ema.is_file() else models / weights_file(it, network)
+    ema = models / weights_file(it, ema_name(network), weights_format)
+    return ema if ema.is_file() else models / weights_file(it, network, weights_format)
 
 
 def save_checkpoint(exp: Dict[str, str], it: int, networks: Dict[str, Dict[str, torch.Tensor]],
-                    state: TrainingState, lineage: List[Dict[str, Any]], keep: int = 0) -> Path:
+                    state: TrainingState, lineage: List[Dict[str, Any]], keep: int = 0,
+                    recipes: Optional[Dict[str, dict]] = None,
+                    weights_format: str = WEIGHTS_FORMATS[0]) -> Path:
     """Write checkpoint `it` (weights first, the state file last) and record it in `lineage`, the run's own
-    checkpoints, which is saved inside the state. With `keep` > 0, the run's older checkpoints beyond the
-    newest `keep` are deleted; files the run did not write are never touched.
+    checkpoints, which is saved inside the state. Each weights file records its network's recipe section from
+    `recipes` (by the same name). With `keep` > 0, the run's older checkpoints beyond the newest `keep` are
+    deleted; files the run did not write are never touched.
 
     If a write fails (a full or read-only disk), the files of this incomplete checkpoint are removed and
     the OSError is raised: the earlier checkpoints stay as they were.
     """
     written: List[Path] = []
-    model_files = {name: weights_file(it, name) for name in networks}
+    model_files = {name: weights_file(it, name, weights_format) for name in networks}
     path = Path(exp["training_state"]) / f"{it}.state"
     entry = {"iter": it, "files": [str(Path("models") / f) for f in model_files.values()]
              + [str(Path("training_state") / path.name)]}
@@ -70,7 +84,8 @@ def save_checkpoint(exp: Dict[str, str], it: int, networks: Dict[str, Dict[str, 
     try:
         for name, weights in networks.items():
             written.append(Path(exp["models"]) / model_files[name])
-            atomic_save(weights, written[-1])
+            with atomic_path(written[-1]) as tmp:
+                save_weights(weights, tmp, (recipes or {}).get(name))
         written.append(path)
         state.iteration, state.model_files, state.lineage = it, model_files, history
         atomic_save(state.to_dict(), path)
@@ -118,7 +133,7 @@ def find_resume_state(training_state_dir: Path) -> Optional[Path]:
 
 def load_training_state(path: Path) -> TrainingState:
     """A training state that `--resume` can continue from, with its weight files present."""
-    if path.suffix == ".pth":
+    if path.suffix in (".pth", ".safetensors"):
         raise ConfigError(f"`{path}` is a weights file; --resume takes a training state "
                           "(training_state/<iter>.state of the run) or `auto`. To start from these weights, "
                           "use --set path.pretrain_model_<network>=FILE")
@@ -138,7 +153,7 @@ def load_training_state(path: Path) -> TrainingState:
 def files_newer_than(root: Path, it: int) -> List[Path]:
     """Checkpoint files in `root` (models/, training_state/) of iterations after `it`."""
     found = []
-    for folder, pattern in (("models", r"(\d+)_.+\.pth"), ("training_state", r"(\d+)\.state")):
+    for folder, pattern in (("models", r"(\d+)_.+\.(pth|safetensors)"), ("training_state", r"(\d+)\.state")):
         for p in (root / folder).glob("*"):
             m = re.fullmatch(pattern, p.name)
             if m and int(m.group(1)) > it:

@@ -5,7 +5,8 @@ from pathlib import Path
 from typing import Any, Dict
 
 from models.rrdb import SHAPE_KEYS
-from utils.errors import ConfigError
+from trainer.checkpoint import WEIGHTS_FORMATS
+from utils.errors import ConfigError, closest
 from utils.recipe_keys import COUNT, FRACTION, NUM, REQUIRED, TEXT, Key, WhenGiven, declare_section, recipe_rule
 
 SCALE = Key(int, SHAPE_KEYS["scale"].default, "HQ/LQ size ratio; the networks' and datasets' own `scale` win",
@@ -54,13 +55,24 @@ declare_section("train", {
         "unfreeze SRFlow's RRDB when a validation number plateaus"),
 })
 
+def _check_weights_format(value: str, where: str) -> str:
+    if value not in WEIGHTS_FORMATS:
+        raise ConfigError(f"`{where}` is `{value}`; use one of {', '.join(WEIGHTS_FORMATS)}"
+                          f"{closest(value, WEIGHTS_FORMATS)}")
+    return value
+
+
 declare_section("logger", {
     "print_freq": Key(int, 100, "log every this many iterations", at_least=1),
     "save_checkpoint_freq": Key(int, 1000, "save a checkpoint every this many iterations", at_least=1),
     "visuals": Key(list, [], "state keys saved as images", items=TEXT),
     "visual_debug_rate": Key(int, 100, "save them every this many iterations (0: never)", at_least=0),
     "keep_checkpoints": Key(int, 0, "keep only the newest N checkpoints (0: all)", at_least=0),
+    "weights_format": Key(str, WEIGHTS_FORMATS[0], "the file type of checkpoints' weights: "
+                          + " or ".join(WEIGHTS_FORMATS) + " (docs/using_models.md)",
+                          check=_check_weights_format),
 })
+
 
 
 @recipe_rule(order=10)

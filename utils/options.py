@@ -233,8 +233,8 @@ def _resolve(value: Any, kind: str, where: str, errors: List[str]) -> Any:
     if not isinstance(value, str) or value.startswith(BUILTIN_PREFIX):
         return value
     path = Path(os.path.expanduser(value))
-    what = "folder" if kind == "dir" else "file"
-    if path.exists() and path.is_dir() != (kind == "dir"):
+    what = {"dir": "folder", "file": "file"}.get(kind, "file or folder")
+    if path.exists() and kind != "any" and path.is_dir() != (kind == "dir"):
         errors.append(f"`{where}`: `{value}` is a {'file' if kind == 'dir' else 'folder'}; expected a {what}")
     elif not path.exists():
         errors.append(f"`{where}`: {what} `{value}` does not exist (resolved to {path.resolve()}); "

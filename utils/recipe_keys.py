@@ -28,7 +28,7 @@ class Key:
         self.types = types if isinstance(types, tuple) else (types,)
         self.default = default
         self.doc = doc
-        self.path = path  # None, 'dir' (folder(s) that must exist), 'file' (file that must exist)
+        self.path = path  # None, 'dir' (folder(s) that must exist), 'file' (file that must exist), 'any' (either)
         self.at_least, self.above, self.below = at_least, above, below
         self.items = items
         self.check = check
