@@ -5,9 +5,15 @@ from torch import nn
 
 from utils.dist import unwrap
 from utils.errors import ConfigError
+from utils.recipe_keys import REQUIRED, Key, Mapping, Variant, declare_section
 from utils.registry import Registry
 
 NETWORKS = Registry("network")
+NETWORK_KEYS = {  # of every `networks.<name>` section
+    "type": Key(str, "generator", "the network's role: generator"),
+    "which_model_G": Key(str, REQUIRED, "the network (see below)"),
+}
+declare_section("networks", Mapping(Variant("which_model_G", NETWORKS, NETWORK_KEYS), "networks by name"))
 
 # Imported after NETWORKS exists: these modules register themselves in it.
 from models import rrdb  # noqa: E402,F401

@@ -8,7 +8,7 @@ Edit the settings below, or give any of them on the command line:
 
 An input image is an HQ image (--input-is lr: an LR one, whose bicubic upscaling is the HQ image); its latents
 are encoded from it and its LR, the MATLAB bicubic downscale the training data is made with. Modes (DLAS's four
-first; see "Using SRFlow" in the README); each result is a PNG in OUTPUT named <input>_<mode>_...png:
+first; see docs/evaluation.md, "test.py"); each result is a PNG in OUTPUT named <input>_<mode>_...png:
   temperature      the input's own latents times t, decoded: t=1 gives the input back, t=0 the mean image
   restore          the latents normalised (--restore-norm spatial-local, DLAS's: per channel over positions, then
                    per position over channels, unbiased std; `spatial`: the first step; `global`: the paper's,

@@ -16,8 +16,8 @@ from models.srflow.config import CHOICES, FLOW_KEYS, IGNORED
 from models.srflow.gaussian import gaussian_logp
 from models.weights import OFFICIAL_NAMES
 from utils.errors import ConfigError
-from utils.options import FLOW as FLOW_SCHEMA
-from utils.options import NCSR_FLOW as NCSR_FLOW_SCHEMA
+from models.srflow.config import FLOW as FLOW_SCHEMA
+from models.srflow.config import NCSR_FLOW as NCSR_FLOW_SCHEMA
 
 DATA = Path(__file__).parent / "data"
 

@@ -23,6 +23,7 @@ from trainer.schedulers import build_lr_schedule
 from trainer.state_keys import check_state_keys
 from trainer.step import Step
 from trainer.stop_signals import StopSignals
+from trainer.training_state import TrainingState
 from utils import dist
 from utils.dist import unwrap
 from utils.errors import ConfigError, DataError, TrainingInterrupted, TrainingStopped
@@ -69,7 +70,7 @@ class Trainer:
         torch.manual_seed(opt["manual_seed"] + dist.rank())
         self.resume_path = self._resume_path(resume)
         resume_state = checkpoint.load_training_state(self.resume_path) if self.resume_path else None
-        changes = recipe_changes.review(resume_state.get("opt"), opt) if resume_state else []  # refusals first
+        changes = recipe_changes.review(resume_state.opt, opt) if resume_state else []  # refusals first
         if resume_state is None and self.lock:
             # `--resume auto` with nothing to resume (a run stopped before its first checkpoint) starts afresh
             # too: what that run left is moved aside, not written over.
@@ -177,33 +178,32 @@ class Trainer:
             self.networks[name] = dist.wrap_ddp(net, self.device, find_unused=find_unused(net))
 
     # ------------------------------------------------------------------------------------ checkpoints
-    def _load_training_state(self, path: Path, state: Dict[str, Any], changes: List[str]) -> None:
+    def _load_training_state(self, path: Path, state: TrainingState, changes: List[str]) -> None:
+        """Restore everything a checkpoint holds: weights, moving averages, and the TrainingState."""
         models = path.parent.parent / "models"
         for name, net in self.networks.items():
-            file = state["model_files"].get(name)
+            file = state.model_files.get(name)
             if file is None:
                 raise ConfigError(f"checkpoint {path} has no weights for network `{name}`")
             load_network_weights(net, models / file, strict=True)
         for name, ema in self.emas.items():
-            if name in state.get("ema", {}):
-                ema.load_state_dict(state["ema"][name])
-        self.env.step = self.it = state["iter"]
-        # Older checkpoints kept the policy's memory at the top level.
-        for name in self.freezing.resumed(state.get("freezing", state), self.it):
+            file = state.model_files.get(checkpoint.ema_name(name))
+            if file is not None:  # absent when the saved run kept no average
+                ema.load_state_dict(checkpoint.load_file(models / file))
+        self.env.iteration = self.it = state.iteration
+        for name in self.freezing.resumed(state.freezing, self.it):
             self.unfreeze(name, "", announce=False)
         for name, reason in self.freezing.at_iteration(self.it):
             self.unfreeze(name, reason, announce=False)
         for step in self.steps:
-            if step.name in state["steps"]:
-                step.load_state_dict(state["steps"][step.name])
-        if self.scaler and state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
-        batch = self.opt["datasets"]["train"]["batch_size"]
-        self.epoch = state["epoch"]
-        self.sample_in_epoch = state.get("sample_in_epoch", state.get("batch_in_epoch", 0) * batch)
-        self.metrics_history = list(state.get("metrics_history", []))
-        self.lineage = [e for e in state.get("lineage", []) if e["iter"] <= self.it]
-        rngs = state["rng"]  # one per process of the run that saved it
+            if step.name in state.steps:
+                step.load_state_dict(state.steps[step.name])
+        if self.scaler and state.scaler:
+            self.scaler.load_state_dict(state.scaler)
+        self.epoch, self.sample_in_epoch = state.epoch, state.sample_in_epoch
+        self.metrics_history = list(state.metrics_history)
+        self.lineage = [e for e in state.lineage if e["iter"] <= self.it]
+        rngs = state.rng
         checkpoint.set_rng_state(rngs[min(dist.rank(), len(rngs) - 1)])
         for line in changes:
             self.log.info(f"recipe changed since the checkpoint: {line}")
@@ -227,26 +227,22 @@ class Trainer:
         rng = dist.gather(checkpoint.rng_state())  # every process takes part; only rank 0 writes
         if not self.rank0:
             return
-        state = {
-            "epoch": self.epoch, "sample_in_epoch": self.sample_in_epoch,
-            "steps": {s.name: s.state_dict() for s in self.steps},
-            "scaler": self.scaler.state_dict() if self.scaler else None,
-            "rng": rng,
-            "ema": {n: e.state_dict() for n, e in self.emas.items()},
-            "metrics_history": self.metrics_history,
-            "freezing": self.freezing.state_dict(),
-            "opt": recipe_changes.plain(self.opt),
-        }
+        state = TrainingState(
+            iteration=self.it, epoch=self.epoch, sample_in_epoch=self.sample_in_epoch,
+            steps={s.name: s.state_dict() for s in self.steps},
+            scaler=self.scaler.state_dict() if self.scaler else None, rng=rng,
+            metrics_history=self.metrics_history, freezing=self.freezing.state_dict(),
+            opt=recipe_changes.plain(self.opt))
         weights = {n: unwrap(net).state_dict() for n, net in self.networks.items()}
-        weights.update({f"{n}_ema": e.state_dict() for n, e in self.emas.items()})
-        bad = checkpoint.first_nonfinite({"weights": weights, "steps": state["steps"]})
+        weights.update({checkpoint.ema_name(n): e.state_dict() for n, e in self.emas.items()})
+        bad = checkpoint.first_nonfinite({"weights": weights, "steps": state.steps})
         if bad:
             raise TrainingStopped(f"iteration {self.it}: `{bad}` holds inf or NaN, so no checkpoint was written; "
                                   f"{self._last_good_checkpoint()}. Lower the learning rate or clip gradients "
                                   "(steps.<step>.clip_grad_norm)")
         try:
-            recipes = {n: recorded_section(self.opt, n.removesuffix("_ema")) for n in weights
-                       if n.removesuffix("_ema") in self.opt["networks"]}  # what each weights file records
+            recipes = {n: recorded_section(self.opt, checkpoint.network_of(n)) for n in weights
+                       if checkpoint.network_of(n) in self.opt["networks"]}  # what each weights file records
             path = checkpoint.save_checkpoint(self.opt["path"], self.it, weights, state, self.lineage,
                                               keep=self.opt["logger"]["keep_checkpoints"], recipes=recipes,
                                               weights_format=self.opt["logger"]["weights_format"])
@@ -342,7 +338,7 @@ class Trainer:
             if batch is None:
                 break
             self.it += 1
-            self.env.step = self.it
+            self.env.iteration = self.it
             for name, reason in self.freezing.at_iteration(self.it):
                 self.unfreeze(name, reason)
             logs = self.train_step(self.to_device(batch))

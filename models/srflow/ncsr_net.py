@@ -8,9 +8,10 @@ import torch
 from data.imresize import imresize
 from models import NETWORKS
 from models.recipe_section import given, lookup
-from models.srflow.config import srflow_config
+from models.srflow.config import KEYS, NCSR_FLOW, srflow_config
 from models.srflow.srflow_net import LrEnc, SRFlowNet, _section_name, load_pretrained_rrdb
 from utils.errors import ConfigError
+from utils.recipe_keys import NUM, Key, WhenGiven
 
 NOISE_MODES = ("softflow", "none")
 
@@ -25,6 +26,18 @@ class NoiseConfig:
 
 
 NOISE_KEYS = ("std", "mode", "LRnoise", "prob")
+# `networks.<name>` of which_model_G NCSRNet: SRFlow's keys, NCSR's flow keys and the training noise.
+NCSR_KEYS = {
+    **KEYS,
+    "flow": NCSR_FLOW,
+    "noise": WhenGiven({
+        "std": Key(NUM, NoiseConfig.std, "highest training noise level (per image: U(0, std))", at_least=0,
+                   fill=False),
+        "mode": Key(str, NoiseConfig.mode, "softflow (the flow reads the level) or none", fill=False),
+        "LRnoise": Key(bool, NoiseConfig.LRnoise, "the LR image gets the noise too", fill=False),
+        "prob": Key(NUM, NoiseConfig.prob, "accepted; unused (as officially)", at_least=0, fill=False)},
+        "NCSR's training noise (the official conf's top-level std, mode, LRnoise, prob)", weights_fit=True),
+}
 
 
 class NCSRNet(SRFlowNet):
@@ -78,7 +91,7 @@ def noise_config(opt_net: dict, where: str) -> NoiseConfig:
     return config
 
 
-@NETWORKS.register("NCSRNet")
+@NETWORKS.register("NCSRNet", keys=NCSR_KEYS)
 def build_ncsr(opt_net: dict, opt: dict) -> NCSRNet:
     """NCSRNet from `networks.<name>`; loads `pretrain_rrdb` when set."""
     where = f"networks.{_section_name(opt_net, opt)}"

@@ -7,8 +7,9 @@ import torch
 from torch import nn
 
 from models import NETWORKS
+from models.srflow import geometry  # noqa: F401  (declares SRFlow's size rules)
 from models.srflow.conditioning import Conditioning
-from models.srflow.config import SRFlowConfig, srflow_config
+from models.srflow.config import KEYS, SRFlowConfig, srflow_config
 from models.srflow.flow_upsampler import FlowUpsamplerNet
 from models.srflow.gaussian import gaussian_logp
 from models.srflow.rrdb_features import SRFlowRRDB
@@ -56,6 +57,10 @@ class SRFlowNet(nn.Module):
         for p in self.RRDB.parameters():
             p.requires_grad_(flag)
         return changed
+
+    def rrdb_parameter_names(self) -> List[str]:
+        """The names (as in named_parameters) of the RRDB's parameters: the part `lr_RRDB` and freezing apply to."""
+        return [f"RRDB.{name}" for name, _ in self.RRDB.named_parameters()]
 
     def z_shape(self, lr_shape: Sequence[int]) -> Tuple[int, int, int, int]:
         """Latent z's shape (B, C, H, W) for an LR batch of shape (B, C, h, w)."""
@@ -160,7 +165,7 @@ def load_pretrained_rrdb(net: SRFlowNet, path: str, where: str) -> None:
     load_network_weights(net.RRDB, sd, strict=True)
 
 
-@NETWORKS.register("srflow")
+@NETWORKS.register("srflow", keys=KEYS)
 def build_srflow(opt_net: dict, opt: dict) -> SRFlowNet:
     """SRFlowNet from `networks.<name>`; loads `pretrain_rrdb` when set (pass None to skip, e.g. on resume)."""
     where = f"networks.{_section_name(opt_net, opt)}"
