@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo demo-srflow test test-all bench clean
+.PHONY: demo demo-srflow demo-srflow-da demo-ncsr test test-all bench clean
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,12 @@ demo: $(VENV)/.installed  ## stage 1 (RRDB, L1) on the photos bundled with sciki
 
 demo-srflow: $(VENV)/.installed  ## all three SRFlow stages on the bundled photos (each resumes or skips by itself)
 	$(PY) scripts/train_srflow_pipeline.py -opt options/demo/srflow_pipeline.yml
+
+demo-srflow-da: $(VENV)/.installed  ## the same three stages with SRFlow-DA's couplings (docs/ntire21_flows.md)
+	$(PY) scripts/train_srflow_pipeline.py -opt options/demo/srflow_da_pipeline.yml
+
+demo-ncsr: $(VENV)/.installed  ## the same three stages with NCSR's noise-conditional flow (docs/ntire21_flows.md)
+	$(PY) scripts/train_srflow_pipeline.py -opt options/demo/ncsr_pipeline.yml
 
 test: $(VENV)/.installed  ## the default test suite (under 10 minutes on 2 CPU cores)
 	$(PY) -m pytest -q

@@ -6,7 +6,8 @@ Under autocast SRFlow's convolutions run in bf16 while its latents, log-determin
 (models/srflow: the 1x1 convolutions run in float32, the couplings' and priors' outputs are cast to float32).
 
 The recipe key `precision` (declared here, read by test.py, validation and the playground) chooses the
-precision of inference; training's is the top-level `fp16` (on the CPU: bf16 where supported).
+precision of inference; training's is the top-level `fp16` (on the CPU: bf16 where supported). Measurements:
+docs/performance.md, "Lower precision (bf16)".
 """
 import contextlib
 import functools
@@ -14,6 +15,7 @@ import re
 from typing import TYPE_CHECKING, Any, Optional, Tuple
 
 from utils.errors import ConfigError
+from utils.recipe_keys import Key, declare_section
 
 if TYPE_CHECKING:
     import torch  # imported where used: recipe checks and --help need no torch
@@ -27,6 +29,11 @@ def check_setting(value: Any, where: str) -> str:
     if value not in CHOICES:
         raise ConfigError(f"`{where}` must be one of {', '.join(CHOICES)}, got `{value}`")
     return value
+
+
+declare_section("precision", Key(str, DEFAULT, f"inference's arithmetic ({', '.join(CHOICES)}): test.py, "
+                                 "validation, the playground; bf16 only where the device computes it natively",
+                                 check=check_setting))
 
 
 @functools.lru_cache(maxsize=None)
