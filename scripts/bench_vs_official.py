@@ -271,11 +271,12 @@ def bf16_quality(net: Any, ref: Dict[str, Any], args: argparse.Namespace) -> Opt
         for name, ctx in (("float32", precision.autocast(torch.device(device), None)),
                           ("bf16", precision.autocast(torch.device(device), dtype))):
             with ctx:
-                epses, nll, _ = net(gt=hr, lr=lr, epses=[], add_gt_noise=False, **noise(args, hr, False))
-                back = dict(lr=lr, reverse=True, add_gt_noise=False, **noise(args, hr, True))
-                out[name] = {"sr": net(epses=list(sample), **back)[0],
-                             "mean": net(eps_std=0, **back)[0].clamp(0, 1),
-                             "back": net(epses=epses, **back)[0], "nll": nll}
+                encoded = noise(args, hr, False)  # NCSR: decoding the latents back needs the same noise level
+                epses, nll, _ = net(gt=hr, lr=lr, epses=[], add_gt_noise=False, **encoded)
+                decode = dict(lr=lr, reverse=True, add_gt_noise=False)
+                out[name] = {"sr": net(epses=list(sample), **decode, **noise(args, hr, True))[0],
+                             "mean": net(eps_std=0, **decode, **noise(args, hr, True))[0].clamp(0, 1),
+                             "back": net(epses=epses, **decode, **encoded)[0], "nll": nll}
     a, b = out["float32"], out["bf16"]
     mse = float(((a["mean"] - b["mean"]) ** 2).mean())
     return {"sr t=0.8 max abs diff": float((a["sr"] - b["sr"]).abs().max()),
