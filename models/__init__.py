@@ -10,7 +10,7 @@ from utils.registry import Registry
 NETWORKS = Registry("network")
 
 # Imported after NETWORKS exists: these modules register themselves in it.
-from models import rrdb  # noqa: E402,F401
+from models import discriminators, rrdb  # noqa: E402,F401
 from models.srflow.srflow_net import SRFlowNet  # noqa: E402
 from models.weights import LoadResult, load_network_weights  # noqa: E402,F401
 
@@ -29,7 +29,9 @@ def lr_multiple(net: nn.Module) -> int:
 
 
 def build_network(opt_net: dict, opt: dict) -> nn.Module:
-    """The network named by `opt_net['which_model_G']`, built from its section and the whole recipe."""
-    if "which_model_G" not in opt_net:
-        raise ConfigError(f"network section needs `which_model_G` (one of: {', '.join(NETWORKS.names())})")
-    return NETWORKS.get(opt_net["which_model_G"], "which_model_G")(opt_net, opt)
+    """The network named by `opt_net['which_model_G']` (`which_model_D` for `type: discriminator`), built
+    from its section and the whole recipe."""
+    key = "which_model_D" if opt_net.get("type") == "discriminator" else "which_model_G"
+    if key not in opt_net:
+        raise ConfigError(f"network section needs `{key}` (one of: {', '.join(NETWORKS.names())})")
+    return NETWORKS.get(opt_net[key], key)(opt_net, opt)

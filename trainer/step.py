@@ -2,7 +2,7 @@
 import contextlib
 import math
 import warnings
-from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, NamedTuple, Optional, Tuple
 
 import torch
 from torch import nn
@@ -41,9 +41,36 @@ def split_batch(state: Dict[str, Any], parts: int) -> List[Dict[str, Any]]:
     return chunks
 
 
+def join_chunks(chunks: List[Dict[str, Any]], known: Iterable[str]) -> Dict[str, Any]:
+    """What the step's injectors and losses added to the state (keys not in `known`), detached, with the
+    accumulation chunks' tensors put back into one batch: what later steps and the visuals read."""
+    added: Dict[str, Any] = {}
+    for key in [k for k in chunks[-1] if k not in set(known)]:
+        values = [c[key] for c in chunks if key in c]
+        if all(torch.is_tensor(v) and v.dim() > 0 for v in values):
+            added[key] = torch.cat([v.detach() for v in values]) if len(values) > 1 else values[0].detach()
+        else:
+            added[key] = values[-1].detach() if torch.is_tensor(values[-1]) else values[-1]
+    return added
+
+
+@contextlib.contextmanager
+def frozen(networks: Iterable[nn.Module]) -> Iterator[None]:
+    """Networks that a step does not train get no gradient from its losses (a discriminator that a generator's
+    GAN loss goes through): their parameters stop requiring gradients until the step's backward is done."""
+    params = [p for net in networks for p in net.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
 class StepResult(NamedTuple):
     logs: Dict[str, float]  # `<step>/<loss>` values (and grad_norm when clipping), averaged over chunks
-    state: Dict[str, Any]  # the last accumulation chunk's state (for visuals)
+    state: Dict[str, Any]  # what the step added to the state, detached, all chunks together
     skipped: bool  # a loss was not finite: no optimizer step
 
 
@@ -55,6 +82,8 @@ class Step:
         self.networks = as_list(opt["training"])
         self.injectors = build_injectors(opt["injectors"], env, f"steps.{name}.injectors")
         self.losses = build_losses(opt["losses"], env, f"steps.{name}.losses")
+        for loss in self.losses:
+            loss.step_networks = self.networks  # e.g. discriminator_gan's network: the one its step trains
         self._mark_injectors_feeding_losses()
         self.optimizer: Optional[torch.optim.Optimizer] = None
         self.param_names: List[List[str]] = []  # names per optimizer group, so a resume can rebuild the groups
@@ -158,19 +187,21 @@ class Step:
         finite. Returns the logged numbers and the last chunk's state (for visuals)."""
         logs: Dict[str, float] = {}
         self.optimizer.zero_grad(set_to_none=True)
-        finite, chunk = True, state
-        for i, chunk in enumerate(split_batch(state, parts)):
+        finite, chunks = True, split_batch(state, parts)
+        others = [unwrap(net) for name, net in self.env.networks.items() if name not in self.networks]
+        for i, chunk in enumerate(chunks):
             last = i == parts - 1
             with contextlib.ExitStack() as stack:
                 for net_name in self.networks:
                     stack.enter_context(sync(self.env.networks[net_name], last))
+                stack.enter_context(frozen(others))
                 with autocast():
                     for injector in self.injectors:
                         if active(injector.opt, it):
                             chunk.update(injector(chunk))
                     terms = [(loss.name, loss.weight * loss(chunk)) for loss in self.losses if active(loss.opt, it)]
                 if not terms:
-                    return StepResult(logs, chunk, False)
+                    return StepResult(logs, join_chunks(chunks[:i + 1], state), False)
                 self._report_gradless(terms)
                 total = sum(t for _, t in terms)
                 for name, term in terms:
@@ -180,9 +211,10 @@ class Step:
                     break
                 total = total / parts
                 (scaler.scale(total) if scaler else total).backward()
+        added = join_chunks(chunks[:i + 1], state)
         if not finite:
             self.optimizer.zero_grad(set_to_none=True)
-            return StepResult(logs, chunk, True)
+            return StepResult(logs, added, True)
         clip = self.opt.get("clip_grad_norm")
         if scaler:
             scaler.unscale_(self.optimizer)
@@ -194,4 +226,4 @@ class Step:
             scaler.update()
         else:
             self.optimizer.step()
-        return StepResult(logs, chunk, False)
+        return StepResult(logs, added, False)

@@ -132,12 +132,16 @@ RRDB_SHAPE = {"in_nc": Key(int, 3, at_least=1), "out_nc": Key(int, 3, at_least=1
               "nb": Key(int, 23, at_least=1), "gc": Key(int, 32, at_least=1), "scale": Key(int, at_least=1)}
 NETWORK_COMMON = {"type": Key(str, "generator"), "which_model_G": Key(str, REQUIRED)}
 NETWORK_MODELS = {
-    "RRDBNet": {**RRDB_SHAPE, "blocks_per_checkpoint": Key(int, 1, at_least=1)},
+    "RRDBNet": {**RRDB_SHAPE, "blocks_per_checkpoint": Key(int, 1, at_least=1), "initial_stride": Key(int, 1, at_least=1)},
     "srflow": {**RRDB_SHAPE, "K": Key(int, OMIT, at_least=1), "initial_stride": Key(int, 1, at_least=1),
                "flow_scale": Key(int, at_least=1), "train_RRDB": Key(bool, False),
                "train_RRDB_delay": Key(NUM, at_least=0), "pretrain_rrdb": Key(str, path="file"), "flow": FLOW},
 }
-NETWORK = ("variant", "which_model_G", NETWORK_MODELS, NETWORK_COMMON)
+GENERATOR = ("variant", "which_model_G", NETWORK_MODELS, NETWORK_COMMON)
+DISCRIMINATOR_MODELS: Dict[str, Dict[str, Any]] = {}  # filled by models/discriminators.py
+DISCRIMINATOR = ("variant", "which_model_D", DISCRIMINATOR_MODELS,
+                 {"type": Key(str, REQUIRED), "which_model_D": Key(str, REQUIRED)})
+NETWORK = ("variant", "type", {"generator": GENERATOR, "discriminator": DISCRIMINATOR}, {"type": Key(str, "generator")})
 
 # injectors, losses and steps: active every `every` iterations from `after` on, until `before` (-1: always)
 SCHEDULE = {"every": Key(int, 1, at_least=1), "after": Key(int, 0, at_least=0), "before": Key(int, -1, at_least=-1)}
@@ -151,12 +155,16 @@ LOSS_TYPES = {
     "direct": {"key": Key(str, REQUIRED), "inverted": Key(bool, False),
                "annealing_termination_step": Key(int, 0, at_least=0)},
 }
+OPTIMIZER_PARAMS = {"lr": Key(NUM, 1e-4, above=0), "weight_decay": Key(NUM, 0, at_least=0),
+                    "beta1": Key(NUM, 0.9, **FRACTION), "beta2": Key(NUM, 0.99, **FRACTION),
+                    "eps": Key(NUM, 1e-8, above=0), "lr_RRDB": Key(NUM, above=0)}
+STEP_LEVEL_OPTIMIZER_KEYS = ("lr", "weight_decay", "beta1", "beta2")  # older DLAS read them from the step itself
 STEP = {
     "training": Key(STR_OR_LIST, REQUIRED, items=TEXT),
     "optimizer": Key(str, "adam"),
-    "optimizer_params": {"lr": Key(NUM, 1e-4, above=0), "weight_decay": Key(NUM, 0, at_least=0),
-                         "beta1": Key(NUM, 0.9, **FRACTION), "beta2": Key(NUM, 0.99, **FRACTION),
-                         "eps": Key(NUM, 1e-8, above=0), "lr_RRDB": Key(NUM, above=0)},
+    "optimizer_params": OPTIMIZER_PARAMS,
+    **{key: Key(NUM, OMIT, **{k: getattr(OPTIMIZER_PARAMS[key], k) for k in ("at_least", "above", "below")})
+       for key in STEP_LEVEL_OPTIMIZER_KEYS},
     "injectors": {"*": ("variant", "type", INJECTOR_TYPES, INJECTOR_COMMON)},
     "losses": {"*": ("variant", "type", LOSS_TYPES, LOSS_COMMON)},
     "clip_grad_norm": Key(NUM, at_least=0),  # 0 or absent: no clipping
@@ -218,6 +226,12 @@ SCHEMA = {
                "visuals": Key(list, [], items=TEXT), "visual_debug_rate": Key(int, 100, at_least=0),  # 0: none
                "keep_checkpoints": Key(int, 0, at_least=0)},  # 0: keep all
 }
+
+
+# Checks that components add next to their code: each takes the parsed recipe and returns its problems (one
+# line each). PATH_CHECKS look at files and run only when paths are checked.
+RECIPE_CHECKS: List[Callable[[Dict[str, Any]], List[str]]] = []
+PATH_CHECKS: List[Callable[[Dict[str, Any]], List[str]]] = []
 
 
 def find_recipe(value: str) -> Path:
@@ -354,6 +368,10 @@ class _Validator:
         if isinstance(spec, tuple) and spec[0] == "variant":
             _, key, variants, common = spec
             name = node.get(key) if isinstance(node, dict) else None
+            if name is None and isinstance(common.get(key), Key) and common[key].default not in (REQUIRED, OMIT):
+                name = common[key].default
+            if isinstance(variants.get(name), tuple):  # a variant that itself varies by another key
+                return self.value(node, variants[name], where)
             if isinstance(name, str) and name not in variants:
                 # Not a built-in name: only the common keys are checked; the registry rejects a wrong name.
                 return {**self.section({k: v for k, v in node.items() if k in common}, common, where),
@@ -431,8 +449,9 @@ def _check_paths(opt: Dict[str, Any], schema: Dict[str, Any], where: str, errors
         spec = schema.get(key) if isinstance(schema, dict) else None
         if spec is None and isinstance(schema, dict):
             spec = next((s for k, s in schema.items() if k.endswith("*") and str(key).startswith(k[:-1])), None)
-        if isinstance(spec, tuple) and spec[0] == "variant" and isinstance(value, dict):
-            spec = {**spec[3], **spec[2].get(value.get(spec[1]), {})}
+        while isinstance(spec, tuple) and spec[0] == "variant" and isinstance(value, dict):
+            chosen = spec[2].get(value.get(spec[1]), {})
+            spec = chosen if isinstance(chosen, tuple) else {**spec[3], **chosen}
         if isinstance(spec, dict) and isinstance(value, dict):
             _check_paths(value, spec if "*" not in spec else {k: spec["*"] for k in value}, _join(where, key), errors)
         elif isinstance(spec, Key) and spec.path and value is not None:
@@ -467,7 +486,7 @@ def check_consistency(opt: Dict[str, Any]) -> None:
     """Warn about DLAS quirks that do not change the result; stop on ones that would."""
     scales = {}
     for name, net in opt["networks"].items():
-        if net.get("scale") is not None:
+        if net.get("scale") is not None and net.get("type") != "discriminator":  # DLAS's give one, unused
             scales[f"networks.{name}.scale"] = net["scale"]
     for name, ds in opt["datasets"].items():
         if ds.get("scale") is not None:
@@ -491,6 +510,9 @@ def check_consistency(opt: Dict[str, Any]) -> None:
     if opt["steps"] and "niter" not in opt["train"]:  # a recipe without steps (test.py's) trains nothing
         raise ConfigError("missing required key `train.niter` (int): how many iterations the `steps` train")
     for name, step in opt["steps"].items():
+        for key in STEP_LEVEL_OPTIMIZER_KEYS:  # DLAS's ESRGAN recipes set the discriminator's optimizer here
+            if key in step:
+                step["optimizer_params"][key] = step.pop(key)
         for net in as_list(step["training"]):
             if net not in opt["networks"]:
                 raise ConfigError(f"`steps.{name}.training` names network `{net}`, which is not under "
@@ -571,10 +593,19 @@ def as_list(value: Any) -> list:
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
+def _declare_component_keys() -> None:
+    """Components declare the recipe keys they read next to their code and add them to the tables above when
+    imported (discriminators, GAN and feature losses, image_patch): import them before checking a recipe."""
+    import importlib
+    for module in ("models", "trainer.losses", "trainer.injectors"):
+        importlib.import_module(module)
+
+
 def parse_options(path_or_dict: Union[str, Path, Dict[str, Any]], overrides: Iterable[str] = (),
                   check_paths: bool = True) -> Dict[str, Any]:
     """Load a recipe (a path, a name under options/, or a dict), apply `--set` overrides, validate it,
     fill defaults and resolve paths. Raises ConfigError listing every mistake found."""
+    _declare_component_keys()
     if isinstance(path_or_dict, dict):
         raw, source = copy.deepcopy(path_or_dict), None
     else:
@@ -593,6 +624,9 @@ def parse_options(path_or_dict: Union[str, Path, Dict[str, Any]], overrides: Ite
             raise ConfigError(_report(source, errors))
     check_consistency(opt)
     check_flows(opt)
+    problems = [p for check in RECIPE_CHECKS + (PATH_CHECKS if check_paths else []) for p in check(opt)]
+    if problems:
+        raise ConfigError(_report(source, problems))
     paths = opt["path"]
     root = Path(paths.get("experiments_root") or Path("experiments") / opt["name"])
     paths["experiments_root"] = str(root)
