@@ -265,3 +265,22 @@ def test_image_patch_cuts_aligned_lr_and_hr_patches():
     assert torch.equal(plq["plq_bottom_right"], lq[..., 2:, 2:]) and torch.equal(phq["phq_top_right"], hq[..., :24, 8:])
     env.training = False  # evaluation: whole images
     assert torch.equal(make("p", {"in": "lq", "out": "plq", "patch_size": 6}, env)({"lq": lq})["plq"], lq)
+
+
+def test_test_py_scores_an_esrgan_generator_with_the_srflow_table(esrgan_images, tmp_path):
+    """The shipped test recipe, its paths and sizes changed: results and the summary with LR-PSNR."""
+    import csv
+    from conftest import randomize, run_test_py
+    sets = [f"datasets.test.dataroot_GT={esrgan_images / 'val'}", "networks.generator.nf=8", "networks.generator.nb=1",
+            "networks.generator.gc=4", "gpu_ids=[]", f"path.results_root={tmp_path / 'results'}"]
+    from models.rrdb import RRDBNet
+    weights = tmp_path / "esrgan.pth"
+    torch.save(randomize(RRDBNet(nf=8, nb=1, gc=4)).state_dict(), weights)
+    args = ["-opt", "test_div2k_esrgan.yml"] + [a for s in sets + [f"path.pretrain_model_generator={weights}"]
+                                                for a in ("--set", s)]
+    assert run_test_py(*args) == 0
+    out = tmp_path / "results" / "div2k_val"
+    assert (out / "0.png").is_file()
+    with open(out / "summary.csv") as f:
+        row = next(csv.DictReader(f))
+    assert float(row["lr_psnr"]) > 0 and float(row["psnr_y"]) > 0
