@@ -284,3 +284,33 @@ def test_test_py_scores_an_esrgan_generator_with_the_srflow_table(esrgan_images,
     with open(out / "summary.csv") as f:
         row = next(csv.DictReader(f))
     assert float(row["lr_psnr"]) > 0 and float(row["psnr_y"]) > 0
+
+
+def test_the_srflow_gan_fine_tune_recipe_trains_the_flow_through_the_gan_loss(esrgan_images, vgg_weights, tmp_path):
+    """finetune_div2k_srflow_gan.yml, shrunk: the generator_gan loss alone (the others held back by `after`)
+    gives the flow's own layers gradients through the sample decoded at t = 0.9, and none to the
+    discriminator."""
+    from conftest import randomize
+    flow = "networks.generator.flow"
+    sets = [f"path.experiments_root={tmp_path}", "gpu_ids=[]", "use_tb_logger=false", "checkpointing_enabled=false",
+            "path.pretrain_model_generator=", f"datasets.train.paths={esrgan_images / 'train'}",
+            f"datasets.val.dataroot_GT={esrgan_images / 'val'}", "datasets.train.batch_size=2",
+            "datasets.train.n_workers=0", "datasets.train.target_size=32", "networks.generator.nf=8",
+            "networks.generator.nb=2", "networks.generator.gc=4", "networks.generator.K=2", f"{flow}.patch_size=32",
+            f"{flow}.K=2", f"{flow}.stackRRDB.blocks=[0,1]", f"{flow}.CondAffineSeparatedAndCond.hidden_channels=8",
+            "networks.feature_discriminator.nf=8", "networks.feature_discriminator.image_size=32",
+            f"steps.generator.losses.feature.load_path={vgg_weights}",
+            "steps.generator.losses.log_likelihood.after=100", "steps.generator.losses.feature.after=100"]
+    trainer = Trainer(parse_options("finetune_div2k_srflow_gan.yml", sets))
+    randomize(trainer.networks["generator"]).train()  # a fresh flow's couplings output zeros: no gradient behind them
+    trainer.it = trainer.env.step = 1
+    state = trainer.to_device(next(trainer.batches()))
+    g_step = trainer.steps[1]
+    result = g_step.run(state, 1, 1, trainer.autocast, None, lambda net, last: contextlib.nullcontext())
+    assert set(result.logs) == {"generator/gan_gen_img"}
+    grads = {n: p.grad for n, p in trainer.networks["generator"].named_parameters()
+             if n.startswith("flowUpsamplerNet.") and ".affine." in n}
+    assert grads and all(g is not None and g.abs().sum() > 0 for g in grads.values()), \
+        [n for n, g in grads.items() if g is None or g.abs().sum() == 0][:3]
+    assert all(p.grad is None for p in trainer.networks["feature_discriminator"].parameters())
+    trainer.close()
