@@ -314,3 +314,19 @@ def test_the_srflow_gan_fine_tune_recipe_trains_the_flow_through_the_gan_loss(es
         [n for n, g in grads.items() if g is None or g.abs().sum() == 0][:3]
     assert all(p.grad is None for p in trainer.networks["feature_discriminator"].parameters())
     trainer.close()
+
+
+@pytest.mark.slow
+def test_two_processes_train_both_networks_of_the_dlas_recipe(esrgan_images, vgg_weights, tmp_path):
+    """torchrun, 2 CPU processes: DistributedDataParallel around both trained networks, every loss on (the
+    discriminator called twice per loss, the gradient penalty, the generator called again by translational)."""
+    from test_distributed import TORCHRUN, torchrun
+    if TORCHRUN is None:
+        pytest.skip("torchrun not installed")
+    sets = tiny(esrgan_images, tmp_path, vgg_weights, extra=["steps.feature_discriminator.after=0",
+                                                             "steps.generator.losses.gan_gen_img.after=0"])
+    run = torchrun(ROOT / "options" / "esrgan" / GN_RECIPE, *[a for s in sets for a in ("--set", s)])
+    log = run.stdout + run.stderr
+    for loss in ("gan_disc_img", "generator/pix", "generator/feature", "gan_gen_img", "translational"):
+        assert loss in log
+    assert {p.name for p in (tmp_path / "models").iterdir()} >= {"4_generator.pth", "4_feature_discriminator.pth"}
