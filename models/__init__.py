@@ -31,7 +31,10 @@ def lr_multiple(net: nn.Module) -> int:
 def build_network(opt_net: dict, opt: dict) -> nn.Module:
     """The network named by `opt_net['which_model_G']` (`which_model_D` for `type: discriminator`), built
     from its section and the whole recipe."""
-    key = "which_model_D" if opt_net.get("type") == "discriminator" else "which_model_G"
+    kind = opt_net.get("type", "generator")
+    if kind not in ("generator", "discriminator"):
+        raise ConfigError(f"network `type` must be generator or discriminator, got `{kind}`")
+    key = "which_model_D" if kind == "discriminator" else "which_model_G"
     if key not in opt_net:
         raise ConfigError(f"network section needs `{key}` (one of: {', '.join(NETWORKS.names())})")
     return NETWORKS.get(opt_net[key], key)(opt_net, opt)
