@@ -12,6 +12,7 @@ NETWORKS = Registry("network")
 # Imported after NETWORKS exists: these modules register themselves in it.
 from models import discriminators, rrdb  # noqa: E402,F401
 from models.srflow.srflow_net import SRFlowNet  # noqa: E402
+from models.srflow import layout  # noqa: E402,F401  (registers SRFlow's recogniser)
 from models.weights import LoadResult, load_network_weights  # noqa: E402,F401
 
 

@@ -13,3 +13,13 @@ def lookup(section: Optional[dict], path: Sequence[str]) -> Any:
     for key in path:
         section = section.get(key) if isinstance(section, dict) else None
     return section
+
+
+def recorded_section(opt: dict, name: str) -> dict:
+    """`networks.<name>` as a weights file records it: enough to build the network from the file alone (the
+    recipe's `scale` filled in where the section leaves it to the recipe), without `pretrain_rrdb`, whose
+    weights the file's replace."""
+    section = {key: value for key, value in opt["networks"][name].items() if key != "pretrain_rrdb"}
+    if section.get("scale") is None and opt.get("scale") is not None:
+        section["scale"] = opt["scale"]
+    return section

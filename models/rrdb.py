@@ -14,6 +14,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from models import NETWORKS
+from models.layouts import RECOGNISERS, block_count
 from models.memory_format import to_compute_format
 from models.recipe_section import given
 from utils.errors import ConfigError
@@ -178,3 +179,24 @@ def build_rrdbnet(opt_net: dict, opt: dict) -> RRDBNet:
         if key not in opt_net:
             raise ConfigError(f"RRDBNet needs `{key}` in its network section")
     return RRDBNet(config)
+
+
+def rrdb_layout(sd: dict) -> Optional[Tuple[dict, str]]:
+    """The RRDBNet section of a state dict in this project's names, or None. The weights do not tell 4x from 2x
+    (the same tensors): 4x is assumed, as the official ESRGAN and SRFlow releases are; 8x has a third up-conv."""
+    if not {"conv_first.weight", "body.0.rdb1.conv1.weight", "conv_last.weight"} <= set(sd):
+        return None
+    first = sd["conv_first.weight"]
+    if first.shape[-1] != 3:
+        raise ConfigError("its RRDB starts with a 7x7 convolution (DLAS's initial_stride), whose stride the "
+                          "weights do not record: use test.py -opt with the recipe it was trained with")
+    section = {"which_model_G": "RRDBNet", "in_nc": first.shape[1], "out_nc": sd["conv_last.weight"].shape[0],
+               "nf": first.shape[0], "nb": block_count(sd, "body"), "gc": sd["body.0.rdb1.conv1.weight"].shape[0],
+               "scale": 8 if "conv_up3.weight" in sd else 4}
+    guess = "" if section["scale"] == 8 else " (4x assumed: a 2x RRDB has the same tensors)"
+    return section, f"RRDBNet nf {section['nf']}, nb {section['nb']}, {section['scale']}x{guess}"
+
+
+@RECOGNISERS.register("RRDBNet")
+def recognise_rrdbnet(sd: dict) -> Optional[Tuple[dict, str]]:
+    return rrdb_layout(sd)

@@ -1,12 +1,22 @@
-"""Reading checkpoints and loading them into networks, with official ESRGAN/SRFlow name conversion."""
+"""Reading and writing weights files (.pth, .safetensors) and loading them into networks, with official
+ESRGAN/SRFlow name conversion.
+
+A weights file this project writes records its network's recipe section (JSON), so that the network can be
+rebuilt from the file alone: in a .pth, as an entry of the state dict's `_metadata` (PyTorch's per-module
+metadata, which `load_state_dict` reads by module name and DLAS-style loaders drop), so the file's keys stay
+exactly the network's and it loads strictly anywhere; in a .safetensors, as its `network` metadata entry.
+"""
+import json
 import logging
+import struct
 import pickletools
 import re
 import warnings
 import zipfile
+from collections import OrderedDict
 from os import PathLike
 from pathlib import Path
-from typing import Any, Dict, List, NamedTuple, Tuple, Union
+from typing import Any, Dict, List, NamedTuple, Optional, Tuple, Union
 
 import torch
 from torch import nn
@@ -24,6 +34,9 @@ OFFICIAL_NAMES = {"RRDB_trunk": "body", "RDB1": "rdb1", "RDB2": "rdb2", "RDB3": 
 LEGACY_MAGIC = b"\x80\x02\x8a\nl\xfc\x9cF\xf9 j\xa8P\x19."  # pickled magic number of torch's pre-1.6 format
 # The official FlowUpsamplerNet builds a conv `f` that no forward pass uses; DLAS copied it.
 UNUSED_KEY = re.compile(r"^flowUpsamplerNet\.f\.0\.(weight|bias)$")
+RECIPE_ENTRY = "srflow-trainer:network"  # a .pth's `_metadata` entry; no module can have this name
+SAFETENSORS_ENTRY = "network"  # a .safetensors metadata entry (str -> str)
+WEIGHTS_SUFFIXES = (".pth", ".safetensors")
 
 
 class LoadResult(NamedTuple):
@@ -35,13 +48,44 @@ class LoadResult(NamedTuple):
     loaded: int = 0  # tensors copied into the network
 
 
+def is_safetensors(path: Path) -> bool:
+    """By name, or by content: an 8-byte header length, then the JSON header."""
+    if path.suffix == ".safetensors":
+        return True
+    with open(path, "rb") as f:
+        head = f.read(10)
+    return len(head) == 10 and head[8:10] == b'{"' and 0 < struct.unpack("<Q", head[:8])[0] < path.stat().st_size
+
+
+def load_safetensors(path: Path) -> Dict[str, Any]:
+    """A .safetensors file's tensors; its recorded recipe section (if any) in the dict's `_metadata` as a .pth
+    carries it. Nothing in the format can run code."""
+    try:
+        from safetensors import safe_open
+    except ImportError:
+        raise ConfigError(f"reading `{path}` needs the safetensors package: pip install -r requirements.txt") from None
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            sd = OrderedDict((k, f.get_tensor(k)) for k in f.keys())
+            recorded = (f.metadata() or {}).get(SAFETENSORS_ENTRY)
+    except Exception as e:  # safetensors' errors name the format's internals: say what the file is
+        raise ConfigError(f"weights file `{path}` is not a readable safetensors file (truncated?): {e}") from None
+    if recorded:
+        sd._metadata = OrderedDict({RECIPE_ENTRY: {"json": recorded}})
+    return sd
+
+
 def load_weights_file(path: Union[str, PathLike]) -> Any:
-    """torch.load(path, weights_only=True); a file that cannot be read is a one-line ConfigError naming it."""
+    """torch.load(path, weights_only=True), or the tensors of a .safetensors file; a file that cannot be read is
+    a one-line ConfigError naming it."""
     path = Path(path)
     if path.is_dir():
-        raise ConfigError(f"weights `{path}` is a folder; expected a weights file (.pth) in it or elsewhere")
+        raise ConfigError(f"weights `{path}` is a folder; expected a weights file (.pth, .safetensors) in it "
+                          f"or elsewhere")
     if not path.is_file():
         raise ConfigError(f"weights file `{path}` does not exist")
+    if is_safetensors(path):
+        return load_safetensors(path)
     try:
         with warnings.catch_warnings():  # torch warns about a foreign pickle's protocol before refusing it
             warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
@@ -85,6 +129,11 @@ def _legacy_pickles_cut(path: Path) -> bool:
 def read_state_dict(path_or_state_dict: Union[str, PathLike, dict]) -> StateDict:
     """A bare state dict from a file or dict: unwraps {'params': ...} etc. and strips DDP's 'module.'.
     Anything else (a list, a training state with its counters) is a ConfigError."""
+    return read_weights(path_or_state_dict)[0]
+
+
+def read_weights(path_or_state_dict: Union[str, PathLike, dict]) -> Tuple[StateDict, Optional[dict]]:
+    """read_state_dict's state dict, and the network recipe section the file records (None if none)."""
     sd = path_or_state_dict
     where = f"weights file `{sd}`" if not isinstance(sd, dict) else "the state dict"
     if not isinstance(sd, dict):
@@ -99,9 +148,40 @@ def read_state_dict(path_or_state_dict: Union[str, PathLike, dict]) -> StateDict
     if others:
         raise ConfigError(f"{where} is not a network's weights: {_summary('values that are not tensors', others)}"
                           f" (a training state? its network weights are the models/<iter>_<network>.pth files)")
+    recorded = recorded_network(sd, where)
     if sd and all(k.startswith("module.") for k in sd):
         sd = {k[len("module."):]: v for k, v in sd.items()}
-    return dict(sd)
+    return dict(sd), recorded
+
+
+def recorded_network(sd: dict, where: str) -> Optional[dict]:
+    """The recipe section a state dict's `_metadata` records, or None."""
+    entry = (getattr(sd, "_metadata", None) or {}).get(RECIPE_ENTRY)
+    if not isinstance(entry, dict) or not isinstance(entry.get("json"), str):
+        return None
+    try:
+        section = json.loads(entry["json"])
+    except ValueError:
+        section = None
+    if not isinstance(section, dict):
+        raise ConfigError(f"{where} records a network recipe that is not a JSON mapping: {entry['json'][:80]!r}")
+    return section
+
+
+def save_weights(sd: StateDict, path: Path, network: Optional[dict] = None) -> None:
+    """Write `sd` to `path` as the suffix says (.safetensors, else torch.save), recording `network`, the
+    network's recipe section, when given. Not atomic by itself: write to a temporary path (utils/files.py)."""
+    text = None if network is None else json.dumps(network, sort_keys=True)
+    if Path(path).suffix == ".safetensors":
+        from safetensors.torch import save_file
+        save_file({k: v.detach().contiguous() for k, v in sd.items()}, str(path),
+                  metadata=None if text is None else {SAFETENSORS_ENTRY: text})
+        return
+    out = OrderedDict(sd)
+    out._metadata = OrderedDict(getattr(sd, "_metadata", None) or {})  # PyTorch's per-module versions
+    if text is not None:
+        out._metadata[RECIPE_ENTRY] = {"json": text}
+    torch.save(out, path)
 
 
 def is_official(sd: StateDict) -> bool:
@@ -116,6 +196,15 @@ def convert_official(sd: StateDict) -> Tuple[StateDict, List[str]]:
     return out, dropped
 
 
+def project_names(sd: StateDict) -> Tuple[StateDict, List[str], bool]:
+    """(sd with official names converted and the unused official keys left out, those keys, whether it
+    converted)."""
+    if is_official(sd):
+        return (*convert_official(sd), True)
+    dropped = [k for k in sd if UNUSED_KEY.match(k)]
+    return {k: v for k, v in sd.items() if k not in dropped}, dropped, False
+
+
 def _summary(title: str, keys: List[str], first: int = 5) -> str:
     more = f", ... ({len(keys)} in all)" if len(keys) > first else ""
     return f"{title} ({len(keys)}): {', '.join(keys[:first])}{more}"
@@ -126,13 +215,7 @@ def load_network_weights(net: nn.Module, path_or_state_dict: Union[str, PathLike
     """Load a checkpoint into `net`, converting official names. A strict mismatch is a ConfigError; a non-strict
     load logs what it loaded, skipped for shape, missed and did not use, and loading nothing is a ConfigError."""
     where = f"`{path_or_state_dict}`" if isinstance(path_or_state_dict, (str, PathLike)) else "state dict"
-    sd = read_state_dict(path_or_state_dict)
-    converted = is_official(sd)
-    dropped = [k for k in sd if UNUSED_KEY.match(k)]
-    if converted:
-        sd, dropped = convert_official(sd)
-    else:
-        sd = {k: v for k, v in sd.items() if k not in dropped}
+    sd, dropped, converted = project_names(read_state_dict(path_or_state_dict))
     if dropped:
         log.info("dropped %d unused official key(s): %s", len(dropped), ", ".join(dropped))
 

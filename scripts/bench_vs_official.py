@@ -2,6 +2,12 @@
 
     python scripts/bench_vs_official.py --official ~/src/SRFlow                    # reduced size, CPU
     python scripts/bench_vs_official.py --official ~/src/SRFlow --size full --device cuda
+    python scripts/bench_vs_official.py --official ~/src/SRFlow --variant channels-last --variant compile
+
+Each `--variant` times this project's network once more with one setting changed (the official one is
+timed once): default (the recipe defaults), channels-last / contiguous (the recipe's `channels_last` on /
+off), compile (`train.compile`: torch.compile, where a part cannot be compiled it runs eagerly).
+`--json FILE` also writes every figure there.
 
 `--official` is a checkout of github.com/andreas128/SRFlow (its root or its `code/` folder). Its code is
 imported from there at run time; nothing of it is copied into this project.
@@ -57,11 +63,18 @@ OPTIONS = {  # shaped like the official confs/SRFlow_DF2K_4X.yml
     "network_G": {"which_model_G": "SRFlowNet", "in_nc": 3, "out_nc": 3, "nf": 64, "nb": 23, "train_RRDB": False,
                   "flow": FLOW},
 }
-SIZES = {"reduced": (2, 64), "full": (16, 160)}  # (batch, HR patch side)
+SIZES = {"tiny": (1, 32), "reduced": (2, 64), "full": (16, 160)}  # (batch, HR patch side)
 LEARNING_RATE, BETAS = 2.5e-4, (0.9, 0.99)  # official lr_G, beta1, beta2
 TEMPERATURE = 0.8
 PHASES = {"train_frozen": "train step, RRDB frozen", "train_joint": "train step, joint", "decode": "decode t=0.8"}
-IMPLS = ("official", "ours")
+VARIANTS = {"default": {}, "channels-last": {"channels_last": True}, "contiguous": {"channels_last": False},
+            "compile": {"compile": True}}
+
+
+def use_tiny_network() -> None:
+    """`--size tiny` (a smoke test of this script, e.g. by scripts/gpu_check.sh --dry-run): nb 4, K 2 (the
+    official flow reads exactly four RRDB blocks)."""
+    OPTIONS["network_G"]["nb"], FLOW["K"], FLOW["stackRRDB"]["blocks"] = 4, 2, [0, 1, 2, 3]
 
 
 class UserError(Exception):
@@ -91,15 +104,22 @@ def build_official(code: Path) -> Any:
     return define_Flow(copy.deepcopy(OPTIONS), step=0)
 
 
-def build_ours() -> Any:
-    """This project's SRFlowNet from the same options, as a recipe's `networks.generator` section."""
+def build_ours(variant: str = "default") -> Any:
+    """This project's SRFlowNet from the same options, as a recipe's `networks.generator` section, with
+    `variant`'s recipe settings (channels_last; compile as `train.compile` does it)."""
     sys.path.insert(0, str(ROOT))
     from models import build_network
+    settings = VARIANTS[variant]
     net_g = {k: v for k, v in copy.deepcopy(OPTIONS["network_G"]).items() if k != "which_model_G"}
     opt_net = {"which_model_G": "srflow", "scale": OPTIONS["scale"], "K": FLOW["K"], **net_g}
     opt = {"scale": OPTIONS["scale"], "datasets": copy.deepcopy(OPTIONS["datasets"]),
-           "networks": {"generator": opt_net}}
-    return build_network(opt_net, opt)
+           "networks": {"generator": opt_net}, "channels_last": settings.get("channels_last")}
+    net = build_network(opt_net, opt)
+    if settings.get("compile"):
+        import torch._dynamo
+        torch._dynamo.config.suppress_errors = True  # as the trainer: a part that cannot compile runs eagerly
+        net.compile()
+    return net
 
 
 def set_rrdb_training(net: Any, impl: str, flag: bool) -> None:
@@ -245,7 +265,11 @@ def child(task: str, impl: str, args: argparse.Namespace, ref_path: str, queue: 
         import torch
         torch.set_num_threads(args.threads)
         torch.manual_seed(0)
-        net = build_official(Path(args.code)) if impl == "official" else build_ours()
+        if args.size == "tiny":
+            use_tiny_network()
+        if task in ("reference", "parity"):  # exact float32 for the comparison: no TF32 convolutions on CUDA
+            torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+        net = build_official(Path(args.code)) if impl == "official" else build_ours(args.current_variant)
         if task == "reference":
             make_reference(net, args, Path(ref_path))
             queue.put(("ok", None))
@@ -261,9 +285,10 @@ def child(task: str, impl: str, args: argparse.Namespace, ref_path: str, queue: 
         queue.put(("error", traceback.format_exc()))
 
 
-def run_child(task: str, impl: str, args: argparse.Namespace, ref_path: str) -> Any:
+def run_child(task: str, impl: str, args: argparse.Namespace, ref_path: str, variant: str = "default") -> Any:
     ctx = mp.get_context("spawn")  # a fresh interpreter: its own imports and its own peak memory
     queue = ctx.Queue()
+    args = argparse.Namespace(**{**vars(args), "current_variant": variant})
     proc = ctx.Process(target=child, args=(task, impl, args, ref_path, queue))
     proc.start()
     proc.join()
@@ -293,6 +318,30 @@ def machine(args: argparse.Namespace) -> str:
     return f"{where}, torch {torch.__version__}"
 
 
+def variant_label(variant: str) -> str:
+    return "" if variant == "default" else f" [{variant}]"
+
+
+def write_json(path: str, args: argparse.Namespace, parity: Dict[str, Tuple[float, float]],
+               results: Dict[Tuple[str, str], Dict[str, float]]) -> None:
+    """Every figure, for scripts that collect them (scripts/gpu_check.py): per phase the official one and,
+    per variant, ours and the ratios (throughput ours/official, memory ours/official)."""
+    import json
+    sys.path.insert(0, str(ROOT))
+    from utils.files import atomic_write_text
+    out: Dict[str, Any] = {"device": args.device, "batch": args.batch, "patch": args.patch, "iters": args.iters,
+                           "parity_max_abs_diff": {k: d for k, (d, _) in parity.items()}, "phases": {}}
+    for phase in args.phases:
+        off = results[("official", phase)]
+        entry: Dict[str, Any] = {"official": off}
+        for variant in args.variant:
+            ours = results[(variant, phase)]
+            entry[variant] = {**ours, "speed_ratio": off["best"] / ours["best"],
+                              "memory_ratio": ours["memory"] / off["memory"]}
+        out["phases"][phase] = entry
+    atomic_write_text(path, json.dumps(out, indent=1) + "\n")
+
+
 def print_table(args: argparse.Namespace, parity: Dict[str, Tuple[float, float]],
                 results: Dict[Tuple[str, str], Dict[str, float]]) -> None:
     batch, side = args.batch, args.patch
@@ -307,15 +356,19 @@ def print_table(args: argparse.Namespace, parity: Dict[str, Tuple[float, float]]
           ", ".join(f"{k} {d:.1e} (of |{v:.3g}|)" for k, (d, v) in parity.items()))
     memory = "peak MiB (CUDA allocated)" if args.device == "cuda" else "peak RSS added MiB"
     print(f"{'':<46}{'official':>10}{'ours':>10}{'ours/official':>15}")
-    for phase, title in PHASES.items():
-        off, ours = results[("official", phase)], results[("ours", phase)]
-        label = f"{title}, images/s"
-        print(f"{label:<46}{batch / off['best']:>10.2f}{batch / ours['best']:>10.2f}"
-              f"{off['best'] / ours['best']:>14.2f}x")
-    for phase, title in PHASES.items():
-        off, ours = results[("official", phase)], results[("ours", phase)]
-        label = f"{title}, {memory}"
-        print(f"{label:<46}{off['memory']:>10.0f}{ours['memory']:>10.0f}{ours['memory'] / off['memory']:>14.2f}x")
+    phases = {p: t for p, t in PHASES.items() if p in args.phases}
+    for variant in args.variant:
+        for phase, title in phases.items():
+            off, ours = results[("official", phase)], results[(variant, phase)]
+            label = f"{title}{variant_label(variant)}, images/s"
+            print(f"{label:<46}{batch / off['best']:>10.2f}{batch / ours['best']:>10.2f}"
+                  f"{off['best'] / ours['best']:>14.2f}x")
+    for variant in args.variant:
+        for phase, title in phases.items():
+            off, ours = results[("official", phase)], results[(variant, phase)]
+            label = f"{title}{variant_label(variant)}, {memory}"
+            print(f"{label:<46}{off['memory']:>10.0f}{ours['memory']:>10.0f}"
+                  f"{ours['memory'] / off['memory']:>14.2f}x")
     print("ratio: throughput ours/official (above 1: ours faster); memory ours/official (below 1: ours smaller)")
 
 
@@ -323,11 +376,17 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--official", required=True, help="official SRFlow checkout (or its code/ folder)")
     parser.add_argument("--size", choices=sorted(SIZES), default="reduced",
-                        help="reduced: batch 2, 64 px HR (minutes on 2 CPU cores); full: batch 16, 160 px")
+                        help="reduced: batch 2, 64 px HR (minutes on 2 CPU cores); full: batch 16, 160 px; "
+                             "tiny: batch 1, 32 px and nb 4, K 2 (a smoke test)")
     parser.add_argument("--batch", type=int, help="override the size's batch")
     parser.add_argument("--patch", type=int, help="override the size's HR patch side (a multiple of 8)")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--iters", type=int, default=5, help="timed calls per phase; the fastest counts")
+    parser.add_argument("--variant", action="append", choices=sorted(VARIANTS),
+                        help="a setting of ours to time (repeatable; default: default)")
+    parser.add_argument("--phases", nargs="+", choices=list(PHASES), default=list(PHASES),
+                        help="which phases to time (default: all)")
+    parser.add_argument("--json", help="also write every figure to this JSON file")
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
                         help="torch.set_num_threads in every process (default: the CPUs this process may use)")
     return parser.parse_args(argv)
@@ -335,6 +394,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
+    args.variant = list(dict.fromkeys(args.variant or ["default"]))
+    if args.size == "tiny":
+        use_tiny_network()
     try:
         args.code = str(official_code_dir(args.official))
         batch, side = SIZES[args.size]
@@ -359,11 +421,16 @@ def main(argv: Optional[List[str]] = None) -> int:
                 return 1
             results = {}
             for phase, title in PHASES.items():
-                for impl in IMPLS:
-                    r = results[(impl, phase)] = run_child(phase, impl, args, ref_path)
-                    print(f"{impl:>8} {title}: best {r['best'] * 1e3:.0f} ms, median {r['median'] * 1e3:.0f} ms",
+                if phase not in args.phases:
+                    continue
+                for impl, variant in [("official", "official")] + [("ours", v) for v in args.variant]:
+                    r = results[(variant, phase)] = run_child(phase, impl, args, ref_path, variant)
+                    name = impl + variant_label(variant)
+                    print(f"{name:>8} {title}: best {r['best'] * 1e3:.0f} ms, median {r['median'] * 1e3:.0f} ms",
                           flush=True)
         print_table(args, parity, results)
+        if args.json:
+            write_json(args.json, args, parity, results)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -53,9 +53,9 @@ def load_pipeline(path: str) -> Dict[str, Any]:
 
 def final_weights(opt: Dict[str, Any], network: str = "generator") -> Path:
     """The stage's last weights: their moving average when the stage kept one."""
-    models, it = Path(opt["path"]["models"]), opt["train"]["niter"]
-    ema = models / f"{it}_{network}_ema.pth"
-    return ema if ema.is_file() else models / f"{it}_{network}.pth"
+    models, it, suffix = Path(opt["path"]["models"]), opt["train"]["niter"], opt["logger"]["weights_format"]
+    ema = models / f"{it}_{network}_ema.{suffix}"
+    return ema if ema.is_file() else models / f"{it}_{network}.{suffix}"
 
 
 def run_stage(pipeline: str, stage: Dict[str, Any], done: Dict[str, Dict[str, Any]], extra: List[str]) -> Dict[str, Any]:

@@ -1,6 +1,7 @@
 """Checkpoint files: atomic writes, finding the newest complete state, loading with weights_only.
 
-A checkpoint at iteration N is `models/N_<network>.pth` (plain state dicts, loadable on their own) plus
+A checkpoint at iteration N is `models/N_<network>.pth` (plain state dicts, loadable on their own, that record
+their network's recipe section; `.safetensors` with `logger.weights_format: safetensors`) plus
 `training_state/N.state`. The state file is written last, so its presence marks a complete checkpoint.
 """
 import random
@@ -11,6 +12,7 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 import torch
 
+from models.weights import save_weights
 from utils.errors import ConfigError
 from utils.files import atomic_path
 
@@ -35,16 +37,18 @@ def load_file(path: Path) -> Any:
 
 
 def save_checkpoint(exp: Dict[str, str], it: int, networks: Dict[str, Dict[str, torch.Tensor]],
-                    state: Dict[str, Any], lineage: List[Dict[str, Any]], keep: int = 0) -> Path:
+                    state: Dict[str, Any], lineage: List[Dict[str, Any]], keep: int = 0,
+                    recipes: Optional[Dict[str, dict]] = None, weights_format: str = "pth") -> Path:
     """Write checkpoint `it` (weights first, the state file last) and record it in `lineage`, the run's own
-    checkpoints, which is saved inside the state. With `keep` > 0, the run's older checkpoints beyond the
-    newest `keep` are deleted; files the run did not write are never touched.
+    checkpoints, which is saved inside the state. Each weights file records its network's recipe section from
+    `recipes` (by the same name). With `keep` > 0, the run's older checkpoints beyond the newest `keep` are
+    deleted; files the run did not write are never touched.
 
     If a write fails (a full or read-only disk), the files of this incomplete checkpoint are removed and
     the OSError is raised: the earlier checkpoints stay as they were.
     """
     written: List[Path] = []
-    model_files = {name: f"{it}_{name}.pth" for name in networks}
+    model_files = {name: f"{it}_{name}.{weights_format}" for name in networks}
     path = Path(exp["training_state"]) / f"{it}.state"
     entry = {"iter": it, "files": [str(Path("models") / f) for f in model_files.values()]
              + [str(Path("training_state") / path.name)]}
@@ -52,7 +56,8 @@ def save_checkpoint(exp: Dict[str, str], it: int, networks: Dict[str, Dict[str, 
     try:
         for name, weights in networks.items():
             written.append(Path(exp["models"]) / model_files[name])
-            atomic_save(weights, written[-1])
+            with atomic_path(written[-1]) as tmp:
+                save_weights(weights, tmp, (recipes or {}).get(name))
         written.append(path)
         atomic_save({**state, "iter": it, "model_files": model_files, "lineage": history}, path)
     except OSError:
@@ -99,7 +104,7 @@ def find_resume_state(training_state_dir: Path) -> Optional[Path]:
 
 def load_training_state(path: Path) -> Dict[str, Any]:
     """A training state that `--resume` can continue from, with its weight files present."""
-    if path.suffix == ".pth":
+    if path.suffix in (".pth", ".safetensors"):
         raise ConfigError(f"`{path}` is a weights file; --resume takes a training state "
                           "(training_state/<iter>.state of the run) or `auto`. To start from these weights, "
                           "use --set path.pretrain_model_<network>=FILE")
@@ -117,7 +122,7 @@ def load_training_state(path: Path) -> Dict[str, Any]:
 def files_newer_than(root: Path, it: int) -> List[Path]:
     """Checkpoint files in `root` (models/, training_state/) of iterations after `it`."""
     found = []
-    for folder, pattern in (("models", r"(\d+)_.+\.pth"), ("training_state", r"(\d+)\.state")):
+    for folder, pattern in (("models", r"(\d+)_.+\.(pth|safetensors)"), ("training_state", r"(\d+)\.state")):
         for p in (root / folder).glob("*"):
             m = re.fullmatch(pattern, p.name)
             if m and int(m.group(1)) > it:

@@ -11,6 +11,7 @@ from tqdm import tqdm
 
 from data import build_dataloader, build_dataset
 from models import build_network, load_network_weights
+from models.recipe_section import recorded_section
 from trainer import checkpoint, recipe_changes, run_folder
 from trainer.context import RunContext
 from trainer.ema import EMA
@@ -235,8 +236,11 @@ class Trainer:
                                   f"{self._last_good_checkpoint()}. Lower the learning rate or clip gradients "
                                   "(steps.<step>.clip_grad_norm)")
         try:
+            recipes = {n: recorded_section(self.opt, n.removesuffix("_ema")) for n in weights
+                       if n.removesuffix("_ema") in self.opt["networks"]}  # what each weights file records
             path = checkpoint.save_checkpoint(self.opt["path"], self.it, weights, state, self.lineage,
-                                              keep=self.opt["logger"]["keep_checkpoints"])
+                                              keep=self.opt["logger"]["keep_checkpoints"], recipes=recipes,
+                                              weights_format=self.opt["logger"]["weights_format"])
         except OSError as e:
             raise TrainingStopped(f"cannot write checkpoint {e.filename or self.root}: {e.strerror or e}; "
                                   f"{self._last_good_checkpoint()}. Free space (or make the folder writable) "

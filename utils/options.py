@@ -34,7 +34,7 @@ class Key:
                  items: Optional["Key"] = None, check: Optional[Callable[[Any, str], Any]] = None):
         self.types = types if isinstance(types, tuple) else (types,)
         self.default = default
-        self.path = path  # None, 'dir' (folder(s) that must exist), 'file' (file that must exist)
+        self.path = path  # None, 'dir' (folder(s) that must exist), 'file' (file that must exist), 'any' (either)
         self.at_least, self.above, self.below = at_least, above, below
         self.items = items
         self.check = check
@@ -61,6 +61,16 @@ ANY = (object,)
 TEXT = Key(str)  # list items: names, paths
 COUNT = Key(int, at_least=0)  # list items: iterations, indices
 FRACTION = dict(at_least=0, below=1)  # decay rates and Adam's betas
+
+
+WEIGHTS_FORMATS = ("pth", "safetensors")  # logger.weights_format: the file type of checkpoints' weights
+
+
+def check_weights_format(value: str, where: str) -> str:
+    if value not in WEIGHTS_FORMATS:
+        raise ConfigError(f"`{where}` is `{value}`; use one of {', '.join(WEIGHTS_FORMATS)}"
+                          f"{closest(value, WEIGHTS_FORMATS)}")
+    return value
 
 
 def check_temperatures(values: Any, where: str) -> List[float]:
@@ -106,7 +116,7 @@ DATASET_MODES = {
     "paired": {"dataroot_GT": Key(str, REQUIRED, path="dir"), "dataroot_LQ": Key(str, REQUIRED, path="dir"),
                "target_size": Key(int, at_least=1), "eval": Key(bool, False), "use_flip": Key(bool, True),
                "use_rot": Key(bool, True)},
-    "lq_folder": {"dataroot_LQ": Key(STR_OR_LIST, REQUIRED, path="dir", items=TEXT)},
+    "lq_folder": {"dataroot_LQ": Key(STR_OR_LIST, REQUIRED, path="any", items=TEXT)},  # folders or images
     "imagefolder": {"paths": Key(STR_OR_LIST, REQUIRED, path="dir", items=TEXT), "target_size": Key(int, at_least=1),
                     **CORRUPTION_KEYS},
 }
@@ -224,7 +234,8 @@ SCHEMA = {
              "output_state": Key(str, "gen")},
     "logger": {"print_freq": Key(int, 100, at_least=1), "save_checkpoint_freq": Key(int, 1000, at_least=1),
                "visuals": Key(list, [], items=TEXT), "visual_debug_rate": Key(int, 100, at_least=0),  # 0: none
-               "keep_checkpoints": Key(int, 0, at_least=0)},  # 0: keep all
+               "keep_checkpoints": Key(int, 0, at_least=0),  # 0: keep all
+               "weights_format": Key(str, "pth", check=check_weights_format)},
 }
 
 
@@ -464,8 +475,8 @@ def _resolve(value: Any, kind: str, where: str, errors: List[str]) -> Any:
     if not isinstance(value, str) or value.startswith(BUILTIN_PREFIX):
         return value
     path = Path(os.path.expanduser(value))
-    what = "folder" if kind == "dir" else "file"
-    if path.exists() and path.is_dir() != (kind == "dir"):
+    what = {"dir": "folder", "file": "file"}.get(kind, "file or folder")
+    if path.exists() and kind != "any" and path.is_dir() != (kind == "dir"):
         errors.append(f"`{where}`: `{value}` is a {'file' if kind == 'dir' else 'folder'}; expected a {what}")
     elif not path.exists():
         errors.append(f"`{where}`: {what} `{value}` does not exist (resolved to {path.resolve()}); "

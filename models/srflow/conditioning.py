@@ -103,9 +103,11 @@ def add_conv3x3_nearest_up(out: torch.Tensor, x: torch.Tensor, weight: torch.Ten
 
 def conv3x3(cond: Features, weights: Sequence[torch.Tensor],
             bias: Optional[torch.Tensor] = None) -> torch.Tensor:
-    """conv2d(full conditioning, cat(weights), bias, padding=1), one part of the conditioning at a time."""
-    if isinstance(cond, torch.Tensor):
-        return F.conv2d(cond, torch.cat(list(weights)), bias, padding=1)
+    """conv2d(full conditioning, cat(weights), bias, padding=1), one part of the conditioning at a time
+    (whole when traced for export: the in-place phase adds are not an exportable graph)."""
+    if isinstance(cond, torch.Tensor) or torch.jit.is_tracing():
+        full = cond if isinstance(cond, torch.Tensor) else cond.full()
+        return F.conv2d(full, torch.cat(list(weights)), bias, padding=1)
     nf = cond.fea.shape[1]
     parts = [w.split([nf, w.shape[1] - nf], dim=1) for w in weights]  # split: a cheap backward
     out = F.conv2d(cond.fea, torch.cat([p[0] for p in parts]), bias, padding=1)

@@ -1,0 +1,101 @@
+"""Recognising SRFlow weights (this project's, DLAS's and the official releases') from their tensors alone.
+
+The tensors give the RRDB's sizes and, layer by layer, the flow: a squeeze (no tensors) opens each level, then
+steps with ActNorm and 1x1 conv only, steps with a coupling, and maybe a split. What they do not give is which
+RRDB blocks feed the conditioning (only how many): the official releases' choices are known, all blocks is the
+only other unambiguous case.
+"""
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Tuple
+
+from models.layouts import RECOGNISERS
+from models.rrdb import rrdb_layout
+from utils.errors import ConfigError
+
+FLOW = "flowUpsamplerNet.layers."
+# (scale, RRDB blocks, blocks stacked) -> the blocks the official SRFlow releases stack (4x, 8x, CelebA 8x)
+OFFICIAL_BLOCKS = {(4, 23, 4): [1, 8, 15, 22], (8, 23, 4): [1, 3, 5, 7], (8, 8, 4): [1, 3, 5, 7]}
+
+
+@dataclass
+class Level:
+    plain: int = 0  # steps without a coupling (additionalFlowNoAffine)
+    coupled: int = 0  # steps with one (K)
+    split: bool = False
+
+
+def flow_levels(sd: dict) -> Optional[List[Level]]:
+    """The flow's levels read from its layers' tensors, or None when they are not SRFlow's layer pattern."""
+    layers: Dict[int, List[str]] = {}
+    for key in sd:
+        if key.startswith(FLOW):
+            index, _, name = key[len(FLOW):].partition(".")
+            if not index.isdigit():
+                return None
+            layers.setdefault(int(index), []).append(name)
+    if not layers:
+        return None
+    levels: List[Level] = []
+    for i in range(max(layers) + 1):
+        names = layers.get(i)
+        if names is None:  # a squeeze: a new level
+            levels.append(Level())
+        elif not levels or levels[-1].split:
+            return None
+        elif any(n.startswith("affine.") for n in names):
+            levels[-1].coupled += 1
+        elif any(n.startswith("actnorm.") for n in names) and not levels[-1].coupled:
+            levels[-1].plain += 1
+        elif any(n.startswith("conv.") for n in names):
+            levels[-1].split = True
+        else:
+            return None
+    return levels
+
+
+def conditioning_blocks(sd: dict, nf: int, nb: int, scale: int, coupling: str) -> List[int]:
+    """The RRDB blocks stacked into the conditioning, from the width of the couplings' feature input."""
+    stacked, rest = divmod(sd[coupling + "fFeatures.0.weight"].shape[1], nf)
+    stacked -= 1
+    if rest or stacked < 0:
+        raise ConfigError(f"its couplings read {sd[coupling + 'fFeatures.0.weight'].shape[1]} conditioning "
+                          f"channels, not a multiple of nf {nf}")
+    if stacked in (0, nb):
+        return list(range(stacked))
+    if (scale, nb, stacked) in OFFICIAL_BLOCKS:
+        return OFFICIAL_BLOCKS[(scale, nb, stacked)]
+    raise ConfigError(f"its flow reads the outputs of {stacked} of its {nb} RRDB blocks, and the weights do not "
+                      f"say which: use test.py -opt with the recipe it was trained with (flow.stackRRDB.blocks)")
+
+
+@RECOGNISERS.register("srflow")
+def recognise_srflow(sd: dict) -> Optional[Tuple[dict, str]]:
+    rrdb = rrdb_layout({k[len("RRDB."):]: v for k, v in sd.items() if k.startswith("RRDB.")})
+    levels = flow_levels(sd)
+    if rrdb is None or not levels or len({level.plain for level in levels}) > 1:
+        return None
+    section = dict(rrdb[0], which_model_G="srflow")
+    couplings = [k[:-len("fFeatures.0.weight")] for k in sd if k.startswith(FLOW) and k.endswith("fFeatures.0.weight")]
+    if not couplings:
+        return None
+    L, scale = len(levels), section["scale"]
+    ks = [level.coupled for level in levels]
+    split_levels = [i for i, level in enumerate(levels, 1) if level.split]
+    blocks = conditioning_blocks(sd, section["nf"], section["nb"], scale, couplings[0])
+    split = {"enable": bool(split_levels)}
+    if split_levels == list(range(1, L)):
+        split["correct_splits"] = True
+    split_conv = [k for k in sd if k.startswith(FLOW) and k.endswith(".conv.weight")]
+    if split_conv:
+        consume, kept = sd[split_conv[0]].shape[0] // 2, sd[split_conv[0]].shape[1]
+        split["consume_ratio"] = consume / (consume + kept)
+    factors = [scale / 2 ** level for level in range(1, L + 1)]
+    flow = {"L": L, "K": ks[0] if len(set(ks)) == 1 else [0] + ks, "coupling": "CondAffineSeparatedAndCond",
+            "additionalFlowNoAffine": levels[0].plain, "split": split,
+            "fea_up0": 0.5 in factors, "fea_up-1": 0.25 in factors,
+            "stackRRDB": {"blocks": blocks, "concat": bool(blocks)},
+            "CondAffineSeparatedAndCond": {"hidden_channels": sd[couplings[0] + "fAffine.0.weight"].shape[0]}}
+    section.update(flow_scale=scale, flow=flow, **({"K": ks[0]} if len(set(ks)) == 1 else {}))
+    official = " (an official SRFlow layout)" if (scale, section["nb"], len(blocks)) in OFFICIAL_BLOCKS else ""
+    return section, (f"SRFlow nf {section['nf']}, nb {section['nb']}, {scale}x, L {L}, K {flow['K']}, "
+                     f"RRDB blocks {blocks}{official}")
