@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo demo-srflow demo-esrgan test test-all bench clean
+.PHONY: demo demo-srflow demo-esrgan demo-srflow-da demo-ncsr test test-all bench clean
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,12 @@ demo-esrgan: $(VENV)/.installed  ## stage 1, then the RRDB fine-tuned with a GAN
 	$(PY) train.py -opt options/demo/esrgan.yml $(DEMO_RUN)
 	$(PY) scripts/demo_report.py -opt options/demo/esrgan.yml --set path.pretrain_model_generator= --label GAN \
 	    --baseline options/demo/rrdb_psnr.yml --baseline-label "stage-1 RRDB" --lr-psnr
+
+demo-srflow-da: $(VENV)/.installed  ## the same three stages with SRFlow-DA's couplings (docs/ntire21_flows.md)
+	$(PY) scripts/train_srflow_pipeline.py -opt options/demo/srflow_da_pipeline.yml
+
+demo-ncsr: $(VENV)/.installed  ## the same three stages with NCSR's noise-conditional flow (docs/ntire21_flows.md)
+	$(PY) scripts/train_srflow_pipeline.py -opt options/demo/ncsr_pipeline.yml
 
 test: $(VENV)/.installed  ## the default test suite (under 10 minutes on 2 CPU cores)
 	$(PY) -m pytest -q

@@ -7,7 +7,8 @@ With -opt, results go to results/<name>/<dataset name>/: the PNGs, metrics.csv (
 summary.csv (a row per temperature), temperature_sweep.png and comparisons/<image>.png. With --weights, the
 network is recognised from the file (docs/using_models.md) and the same go to --output (default
 results/<weights file stem>); --hq DIR scores them against the HQ images of the same names. Run again, it keeps
-the images already done and does the rest.
+the images already done and does the rest. The results folder is locked while test.py runs, and a file there
+that test.py did not write (<folder>/.written.json lists what it did) is never written over.
 """
 import argparse
 import sys

@@ -28,10 +28,19 @@ import cv2
 import numpy as np
 
 from utils.errors import ConfigError
+from utils.recipe_keys import NUM, TEXT, Key
 from utils.registry import Registry
 
 Rng = Union[np.random.Generator, int, None]  # a Generator, or a seed for a fresh one
 Corruption = Callable[[np.ndarray, float, np.random.Generator, float], np.ndarray]  # (img, strength, rng, blur_scale)
+# Recipe keys of every dataset mode that degrades its LQ images (and of evaluator datasets).
+CORRUPTION_KEYS = {
+    "num_corrupts_per_image": Key(int, 0, "corruptions applied to each LQ image (0: none)", at_least=0),
+    "corruption_blur_scale": Key(NUM, 1, "strength of the blur corruptions", at_least=0),
+    "fixed_corruptions": Key(list, [], "corruptions applied to every image, in order", items=TEXT),
+    "random_corruptions": Key(list, [], "names `num_corrupts_per_image` picks from (with replacement); [] = all",
+                              items=TEXT),
+}
 CORRUPTIONS = Registry("corruption")
 
 

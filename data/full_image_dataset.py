@@ -7,7 +7,7 @@ from typing import Dict, List, Optional, Sequence, Set, Tuple
 import numpy as np
 from torch.utils.data import Dataset
 
-from data.degradations import build_corruptor
+from data.degradations import CORRUPTION_KEYS, build_corruptor
 from data.image_folder import image_size, list_images, load_or_substitute, usable_images, warn_skip
 from data.imresize import imresize
 from data.options import folders, positive_int
@@ -15,8 +15,19 @@ from data.sampler import SampleKey, split_key
 from data.transforms import flip_and_rotate
 from utils.errors import ConfigError
 from utils.image import img2tensor, read_image
+from utils.recipe_keys import REQUIRED, STR_OR_LIST, TEXT, Key
 
 Pair = Tuple[Optional[Path], Optional[Path]]  # (HQ file, LQ file); either may be absent
+
+
+KEYS = {
+    "dataroot_GT": Key(STR_OR_LIST, None, "folder(s) of whole HQ images (DLAS's name)", path="dir", items=TEXT),
+    "paths": Key(STR_OR_LIST, None, "the same, under the name mode single_image_extensible uses", path="dir",
+                 items=TEXT),
+    "dataroot_LQ": Key(str, None, "folder of LQ images matching the HQ ones by name (default: downscaled HQ)",
+                       path="dir"),
+    **CORRUPTION_KEYS,
+}
 
 
 class FullImageDataset(Dataset):
@@ -48,36 +59,41 @@ class FullImageDataset(Dataset):
         self.use_flip = not self.eval and opt.get("use_flip", True)
         self.use_rot = not self.eval and opt.get("use_rot", True)
         self.corrupt = build_corruptor(opt)
-        gt_key = next((k for k in ("dataroot_GT", "paths") if opt.get(k) is not None), None)
+        hq_key = next((k for k in ("dataroot_GT", "paths") if opt.get(k) is not None), None)
         lq_key = "dataroot_LQ" if opt.get("dataroot_LQ") is not None else None
-        if gt_key is None and lq_key is None:
+        if hq_key is None and lq_key is None:
             raise ConfigError("`dataroot_GT` (or `paths`) or `dataroot_LQ` is required")
-        gt = list_images(folders(opt, gt_key), gt_key) if gt_key else []
+        hq = list_images(folders(opt, hq_key), hq_key) if hq_key else []
         lq = list_images(folders(opt, lq_key), lq_key) if lq_key else []
-        if gt and lq:
-            self.pairs: List[Pair] = self._pair(gt, lq)
-        elif gt:
-            self.pairs = [(p, None) for p in usable_images(gt, (self.min_lq * self.scale,) * 2, self.decode)]
+        if hq and lq:
+            self.pairs: List[Pair] = self._pair(hq, lq)
+        elif hq:
+            self.pairs = [(p, None) for p in usable_images(hq, (self.min_lq * self.scale,) * 2, self.decode)]
         else:
             self.pairs = [(None, p) for p in usable_images(lq, (self.min_lq, self.min_lq), self.decode)]
         if not self.pairs:
-            raise ConfigError(f"`{gt_key or lq_key}`: no usable images")
+            side = self.min_lq * (self.scale if hq_key else 1)
+            raise ConfigError(f"`{hq_key or lq_key}`: no usable images: each is unreadable or too small; the smallest "
+                              f"size that works is {side}x{side} ({'HQ' if hq_key else 'LQ'} pixels, at scale "
+                              f"{self.scale}{' and force_multiple ' + str(self.multiple) if self.multiple > 1 else ''}"
+                              f"{' and target_size ' + str(self.target_size) if self.target_size else ''}); the "
+                              "warnings above name each file")
         self._names = [hq or lq for hq, lq in self.pairs]
         self._bad: Set[int] = set()
 
-    def _pair(self, gt: Sequence[Path], lq: Sequence[Path]) -> List[Pair]:
-        gt_by_stem = _by_stem(gt, "dataroot_GT")
+    def _pair(self, hq: Sequence[Path], lq: Sequence[Path]) -> List[Pair]:
+        hq_by_stem = _by_stem(hq, "dataroot_GT")
         suffix = f"x{self.scale}"
         lq_by_stem = _by_stem(lq, "dataroot_LQ", lambda s: s[:-len(suffix)] if s.endswith(suffix)
-                              and s[:-len(suffix)] in gt_by_stem else s)
-        for stem, path in gt_by_stem.items():
+                              and s[:-len(suffix)] in hq_by_stem else s)
+        for stem, path in hq_by_stem.items():
             if stem not in lq_by_stem:
                 raise ConfigError(f"`dataroot_LQ` has no image named {stem} to pair with {path}")
         for stem, path in lq_by_stem.items():
-            if stem not in gt_by_stem:
+            if stem not in hq_by_stem:
                 raise ConfigError(f"`dataroot_GT` has no image named {stem} to pair with {path}")
         pairs = []
-        for stem, hq_path in gt_by_stem.items():
+        for stem, hq_path in hq_by_stem.items():
             lq_path = lq_by_stem[stem]
             try:
                 (hh, hw), (lh, lw) = image_size(hq_path, self.decode), image_size(lq_path, self.decode)
@@ -150,6 +166,15 @@ class FullImageDataset(Dataset):
         return item
 
 
+PAIRED_KEYS = {
+    "dataroot_GT": Key(str, REQUIRED, "folder of HQ images", path="dir"),
+    "dataroot_LQ": Key(str, REQUIRED, "folder of their LQ images, matched by name", path="dir"),
+    "target_size": Key(int, None, "side of aligned random HQ crops (absent: whole images)", at_least=1),
+    "eval": Key(bool, False, "true: centred crops, no flips"), "use_flip": Key(bool, True, "random flips"),
+    "use_rot": Key(bool, True, "random 90-degree rotations"),
+}
+
+
 class PairedImageDataset(FullImageDataset):
     """mode `paired`: `fullimage` with both `dataroot_GT` and `dataroot_LQ` required, and `target_size` too
     when training (whole images of different sizes cannot be batched)."""
@@ -161,6 +186,12 @@ class PairedImageDataset(FullImageDataset):
         if opt.get("phase") == "train" and opt.get("target_size") is None:
             raise ConfigError("`target_size` (the HQ crop size) is required to train in mode `paired`")
         super().__init__(opt)
+
+
+LQ_FOLDER_KEYS = {
+    "dataroot_LQ": Key(STR_OR_LIST, REQUIRED, "folder(s) of LR images to super-resolve, or images (no HQ)",
+                       path="any", items=TEXT),
+}
 
 
 class LQFolderDataset(FullImageDataset):

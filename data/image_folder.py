@@ -6,7 +6,7 @@ from typing import Callable, Iterator, List, Sequence, Set, Tuple, TypeVar, Unio
 
 from PIL import Image
 
-from utils.errors import ConfigError
+from utils.errors import ConfigError, DataError
 from utils.image import read_image
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -87,11 +87,13 @@ def usable_images(files: Sequence[Path], min_size: Tuple[int, int] = (1, 1), dec
 
 
 def load_or_substitute(index: int, names: Sequence[Union[str, Path]], load: Callable[[int], T], bad: Set[int]) -> T:
-    """load(index); if it raises ValueError, the first of index+1, index+2, ... (wrapping) that loads.
+    """load(index); if it raises ValueError, the first of index+1, index+2, ... (wrapping) that loads; none:
+    DataError naming the first file that failed.
 
     For a file that turns out bad only when decoded: it is warned about once (named by names[i]) and
     remembered in `bad`, so a running epoch goes on with a deterministic substitute.
     """
+    first = ""
     for k in range(len(names)):
         i = (index + k) % len(names)
         if i in bad:
@@ -100,5 +102,7 @@ def load_or_substitute(index: int, names: Sequence[Union[str, Path]], load: Call
             return load(i)
         except ValueError as e:
             bad.add(i)
+            first = first or f"{names[i]}: {e}"
             warn_skip(names[i], str(e))
-    raise RuntimeError(f"none of the {len(names)} images could be loaded")
+    raise DataError(f"none of the {len(names)} images can be loaded any more ({first or names[index]}); were they "
+                    "deleted or changed while running?")

@@ -3,7 +3,17 @@ evaluators (the default mode of an `eval.evaluators.<name>.dataset`)."""
 import cv2
 import numpy as np
 
+from data.degradations import CORRUPTION_KEYS
 from data.single_image_dataset import SingleImageDataset
+from utils.recipe_keys import REQUIRED, STR_OR_LIST, TEXT, Key
+
+
+KEYS = {
+    "paths": Key(STR_OR_LIST, REQUIRED, "folder(s) of HQ images", path="dir", items=TEXT),
+    "target_size": Key(int, None, "side the largest centred square of each image is resized to (INTER_AREA)",
+                       at_least=1),
+    **CORRUPTION_KEYS,
+}
 
 
 class ResizedImageDataset(SingleImageDataset):

@@ -6,7 +6,7 @@ from typing import Dict, List, Optional, Set
 import numpy as np
 from torch.utils.data import Dataset
 
-from data.degradations import build_corruptor
+from data.degradations import build_corruptor, CORRUPTION_KEYS
 from data.image_folder import list_images, load_or_substitute, usable_images
 from data.imresize import imresize
 from data.options import folders, positive_int
@@ -14,6 +14,18 @@ from data.sampler import SampleKey, split_key
 from data.transforms import flip_and_rotate
 from utils.errors import ConfigError
 from utils.image import img2tensor, read_image
+from utils.recipe_keys import REQUIRED, STR_OR_LIST, TEXT, Key
+
+
+KEYS = {
+    "paths": Key(STR_OR_LIST, REQUIRED, "folder(s) of HQ images (`builtin:skimage_photos/train`: the bundled ones)",
+                 path="dir", items=TEXT),
+    "target_size": Key(int, REQUIRED, "side of the square HQ crops", at_least=1),
+    "eval": Key(bool, False, "true: centred crops, no flips (the same pixels at every pass)"),
+    "strict": Key(bool, True, "accepted for DLAS's recipes (its tile metadata); no effect"),
+    "use_flip": Key(bool, True, "random horizontal flips"), "use_rot": Key(bool, True, "random 90-degree rotations"),
+    **CORRUPTION_KEYS,
+}
 
 
 class SingleImageDataset(Dataset):
@@ -46,7 +58,10 @@ class SingleImageDataset(Dataset):
         self.files: List[Path] = usable_images(list_images(folders(opt, "paths"), "paths"), (self.min_size,) * 2,
                                                decode=opt.get("phase") == "val")
         if not self.files:
-            raise ConfigError(f"`paths`: no readable image of at least {self.min_size}x{self.min_size}")
+            raise ConfigError(f"`paths`: no usable images: each is unreadable or too small; the smallest size that "
+                              f"works is {self.min_size}x{self.min_size} (HQ pixels: "
+                              f"{'target_size' if self.target_size else 'scale * force_multiple'}); the warnings "
+                              "above name each file")
         self._bad: Set[int] = set()
 
     def __len__(self) -> int:

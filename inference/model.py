@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from models import build_network, load_network_weights
-from trainer.checkpoint import find_resume_state, load_file
+from trainer.checkpoint import ema_name, find_resume_state, load_file
 from utils.dist import pick_device  # noqa: F401  (inference's device rule is the trainer's)
 from utils.errors import ConfigError
 from utils.options import find_recipe, load_yaml, parse_options
@@ -51,7 +51,7 @@ def weights_path(opt: Dict[str, Any], name: str, checkpoint: Optional[str] = Non
         raise ConfigError(f"no weights for network `{name}`: name a file (--set path.pretrain_model_{name}=FILE), "
                           f"or train experiment `{opt['name']}` first (no checkpoint in {state_dir})")
     files = load_file(state).get("model_files", {})
-    return Path(opt["path"]["models"]) / files.get(f"{name}_ema", files[name])
+    return Path(opt["path"]["models"]) / files.get(ema_name(name), files[name])
 
 
 def load_generator(opt: Dict[str, Any], checkpoint: Optional[str] = None,

@@ -165,8 +165,8 @@ def super_resolve(net: nn.Module, lq: torch.Tensor, temperature: float = 0.0,
         raise ValueError("tiles get their own RRDB pass; pass lr_enc only without tiling")
     if not use_tiles and lr_enc is None:
         lr_enc = conditioning(net, x)
-    heats: List[Optional[float]] = temperatures(float(temperature)) if is_flow(net) else [None]
-    for i, t in enumerate(heats):
+    candidates: List[Optional[float]] = temperatures(float(temperature)) if is_flow(net) else [None]
+    for i, t in enumerate(candidates):
         with torch.no_grad():
             sr, bad = tiled(net, x, t, tile, overlap) if use_tiles else forward(net, x, t, latents, lr_enc)
         at = "" if t is None else f" at t={t:g}"
@@ -174,9 +174,9 @@ def super_resolve(net: nn.Module, lq: torch.Tensor, temperature: float = 0.0,
             if i:
                 report(f"{name}: no diverged values{at}, which is used instead of t={temperature:g}")
             break
-        if i + 1 < len(heats):
+        if i + 1 < len(candidates):
             report(f"{name}: {bad} diverged pixel values{at} (non-finite or beyond +-{BLOWN_UP:g}); "
-                   f"retrying at t={heats[i + 1]:g}")
+                   f"retrying at t={candidates[i + 1]:g}")
             del sr  # freed before the next try is made, not after
         else:
             report(f"{name}: {bad} diverged pixel values{at} (non-finite or beyond +-{BLOWN_UP:g}), the last "

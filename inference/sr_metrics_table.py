@@ -25,6 +25,7 @@ METRICS = ["psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb", "lr_psnr", "lpips"]
 STAT_KEYS = ["image", "temperature", "samples", "sample_std", "lpips_global_best", "lpips_local_best", "diversity"]
 SUMMARY_KEYS = ["temperature", "images", "samples", *METRICS[:5], "lr_psnr_worst", "lpips", "diversity", "sample_std"]
 SETTINGS_FILE = "settings.json"
+TABLE_FILES = ("metrics.csv", "diversity.csv", "summary.csv", SETTINGS_FILE)  # what a results folder's tables are
 
 
 def cell(value: Any) -> str:

@@ -24,15 +24,28 @@ from inference.model import load_generator, pick_device
 from inference.pictures import Panel, heat_map, save_figure, sweep_figure, write_strip
 from inference.scoring import sample_statistics, score, std_map
 from inference.sr import conditioning, super_resolve
-from inference.sr_metrics_table import ResultsTable, Row, as_row, cell, format_summary
+from inference.sr_metrics_table import TABLE_FILES, ResultsTable, Row, as_row, cell, format_summary
 from inference.versus_bicubic import bicubic_up
 from models import is_flow
 from utils.errors import ConfigError
+from utils.options import MAX_SAMPLES, check_temperatures
+from utils.recipe_keys import Key, declare_section
 from utils.image import to_uint8, write_image
 from utils.metrics import psnr_y
+from utils.output_folder import OutputFolder
 
 TEST_MODES = ("lq_folder", "fullimage", "paired")  # whole images, each file once
 STRIP_SAMPLES = 4  # samples per temperature shown in an image's comparison strip
+MIN_TILE = 16  # LR pixels: a smaller tile is mostly overlap and border, thousands of passes for one image
+
+
+def check_tile(value: int, where: str) -> int:
+    """`test.tile` (test.py's --tile): 0 (whole images) or a side of at least MIN_TILE LR pixels."""
+    if value != 0 and not MIN_TILE <= value:
+        raise ConfigError(f"`{where}` (--tile) must be 0 (whole images) or at least {MIN_TILE} LR pixels, got "
+                          f"{value}: a smaller tile is mostly overlap and border, thousands of network passes for one "
+                          "image")
+    return value
 Result = Tuple[str, Any, Row]  # (file name, uint8 SR image, its metrics.csv row)
 
 
@@ -52,6 +65,18 @@ def find_test_sets(opt: Dict[str, Any]) -> Dict[str, Dict[str, Any]]:
     return sets
 
 
+declare_section("test", {  # test.py's settings
+    "heats": Key(list, [0.0], "SRFlow temperatures test.py writes (0: the mean image)", check=check_temperatures),
+    "samples": Key(int, 1, "SRFlow results per temperature above 0; with 2 or more, `diversity` and `sample_std`",
+                   at_least=1, below=MAX_SAMPLES + 1),
+    "tile": Key(int, 0, f"super-resolve in LR tiles of this size (0: whole images; else at least {MIN_TILE})",
+                check=check_tile),
+    "tile_overlap": Key(int, 16, "overlap of those tiles", at_least=0),
+    # that it leaves something of each HQ image is checked once the image sizes are known
+    "crop_border": Key(int, None, "border left out of the Y-PSNR/SSIM (absent: the scale)", at_least=0),
+})
+
+
 def result_name(stem: str, temperature: Optional[float], sample: int) -> str:
     return f"{stem}.png" if temperature is None else f"{stem}_t{temperature:g}_s{sample}.png"
 
@@ -61,13 +86,13 @@ class Tester:
 
     def __init__(self, opt: Dict[str, Any], overwrite: bool = False, report: Callable[[str], None] = tqdm.write):
         self.opt, self.report, self.overwrite = opt, report, overwrite
-        settings = opt["test"]  # validated by parse_options (utils.options.check_temperatures, samples >= 1)
+        settings = opt["test"]  # validated by parse_options (the keys above)
         self.samples = settings["samples"]
         self.device = pick_device(opt)
         self.net, self.weights = load_generator(opt, device=self.device)
         report(f"generator `{opt['name']}`: {self.weights} on {self.device}")
-        heats = list(dict.fromkeys(float(t) for t in settings["heats"]))  # a repeated one would overwrite itself
-        self.heats: List[Optional[float]] = heats if is_flow(self.net) else [None]
+        given = list(dict.fromkeys(float(t) for t in settings["heats"]))  # a repeated one would overwrite itself
+        self.temperatures: List[Optional[float]] = given if is_flow(self.net) else [None]
         self.tile = settings["tile"]
         self.overlap = settings["tile_overlap"]
         self.crop = opt["scale"] if settings["crop_border"] is None else settings["crop_border"]
@@ -87,7 +112,7 @@ class Tester:
         """What the results depend on; a resumed run must match it."""
         weights = self.weights.resolve()
         return {"weights": str(weights), "weights_bytes": weights.stat().st_size,
-                "weights_mtime_ns": weights.stat().st_mtime_ns, "temperatures": self.heats,
+                "weights_mtime_ns": weights.stat().st_mtime_ns, "temperatures": self.temperatures,
                 "samples": self.samples, "tile": self.tile, "tile_overlap": self.overlap,
                 "crop_border": self.crop, "manual_seed": self.opt["manual_seed"], "device": self.device.type,
                 "lpips": has_hq and self.lpips is not None}
@@ -109,12 +134,17 @@ class Tester:
             if self.lpips_note:
                 self.report(self.lpips_note)
         sources = [hq or lq for hq, lq in dataset.pairs]
+        with OutputFolder(out_dir, "test.py", "write elsewhere (--set path.results_root=DIR, or --output)") as output:
+            self.claim_files(output, key, sources, out_dir)
+            return self.run_images(dataset, opt_ds["name"], sources, out_dir, has_hq)
+
+    def run_images(self, dataset: Any, name: str, sources: List[Path], out_dir: Path, has_hq: bool) -> List[Row]:
         table = ResultsTable(out_dir, [p.name for p in sources], self.settings(has_hq), self.overwrite)
         finished = 0
-        for i in tqdm(range(len(dataset)), desc=f"test {opt_ds['name']}", unit="image", dynamic_ncols=True):
-            files = [result_name(sources[i].stem, t, k) for t in self.heats for k in range(self.count(t))]
+        for i in tqdm(range(len(dataset)), desc=f"test {name}", unit="image", dynamic_ncols=True):
+            files = [result_name(sources[i].stem, t, k) for t in self.temperatures for k in range(self.count(t))]
             if not self.overwrite and table.done(sources[i].name, files,
-                                                 [cell(t) for t in self.heats if self.count(t) > 1]):
+                                                 [cell(t) for t in self.temperatures if self.count(t) > 1]):
                 finished += 1
                 continue
             try:
@@ -124,17 +154,33 @@ class Tester:
                                   f"run test.py again (without --overwrite) to go on from there") from None
         if finished:
             self.report(f"{finished} image(s) already had their results in {out_dir}, kept (--overwrite redoes them)")
-        return self.finish(opt_ds["name"], out_dir, table, has_hq)
+        return self.finish(name, out_dir, table, has_hq)
+
+    def claim_files(self, output: OutputFolder, key: str, sources: Sequence[Path], out_dir: Path) -> None:
+        """Every file the set's results will be written to, claimed before any is written: none may be a file
+        test.py did not write, and no two inputs may give one result name."""
+        by_stem: Dict[str, Path] = {}
+        for source in sources:
+            other = by_stem.setdefault(source.stem.casefold(), source)
+            if other != source:
+                raise ConfigError(f"`datasets.{key}`: {other} and {source} would both give the results "
+                                  f"{source.stem}*.png in {out_dir}: rename one, or put them in separate test sets")
+        files = [out_dir / result_name(s.stem, t, k) for s in sources for t in self.temperatures for k in range(self.count(t))]
+        files += [out_dir / "comparisons" / f"{s.stem}.png" for s in sources]
+        files += [out_dir / name for name in TABLE_FILES]
+        if self.plots and self.temperatures != [None]:
+            files.append(out_dir / "temperature_sweep.png")
+        output.claim(files, overwrite_own=True)  # own results: kept or redone by ResultsTable's rules
 
     def finish(self, name: str, out_dir: Path, table: ResultsTable, has_hq: bool) -> List[Row]:
         """summary.csv, the printed table and the temperature-sweep plot."""
-        summary = table.summary([cell(t) for t in self.heats])
+        summary = table.summary([cell(t) for t in self.temperatures])
         self.report(f"{name}: means per temperature (LR-PSNR worst: each image's worst sample, averaged)\n"
                     + format_summary(summary))
-        if has_hq and self.lpips is None and any(self.count(t) > 1 for t in self.heats):
+        if has_hq and self.lpips is None and any(self.count(t) > 1 for t in self.temperatures):
             self.report("no diversity score: it needs LPIPS (see above); sample_std, the mean per-pixel standard "
                         "deviation across samples (0-255), stands in for it")
-        sweep = sweep_figure(summary) if self.plots and self.heats != [None] else None
+        sweep = sweep_figure(summary) if self.plots and self.temperatures != [None] else None
         if sweep is not None:
             save_figure(sweep, out_dir / "temperature_sweep.png", self.tensorboard_dir(),
                         f"test/{name}/temperature_sweep")
@@ -188,7 +234,7 @@ class Tester:
         lr_enc = None if self.tile else conditioning(self.net, lq)  # one RRDB pass for every result
         results: Dict[Optional[float], List[Result]] = {}
         stats: List[Row] = []
-        for t in self.heats:
+        for t in self.temperatures:
             results[t] = [self.result(lq, lr_enc, hq, source, t, k, out_dir) for k in range(self.count(t))]
             if len(results[t]) > 1:
                 stats.append(as_row({"image": source.name, "temperature": t,
@@ -254,5 +300,7 @@ def strip_rows(bicubic: Any, results: Dict[Optional[float], List[Result]], hq: A
 
 def run_test(opt: Dict[str, Any], overwrite: bool = False,
              report: Callable[[str], None] = tqdm.write) -> Dict[str, List[Row]]:
-    """Run test.py on a parsed recipe; returns each test set's summary rows."""
+    """Run test.py on a parsed recipe; returns each test set's summary rows. Each set's results folder is
+    locked while its images are done, and no file in it that test.py did not write is written over."""
+    find_test_sets(opt)  # before the model: a recipe without test sets is one line
     return Tester(opt, overwrite, report).run()

@@ -4,14 +4,27 @@ import math
 from torch import nn
 
 from utils.dist import unwrap
-from utils.errors import ConfigError
+from utils.errors import ConfigError, closest
+from utils.recipe_keys import REQUIRED, Key, Mapping, Variant, declare_section
 from utils.registry import Registry
 
-NETWORKS = Registry("network")
+NETWORKS = Registry("network")  # generators, by `which_model_G`
+DISCRIMINATORS = Registry("discriminator")  # by `which_model_D`
+NETWORK_TYPE = {"type": Key(str, "generator", "the network's role: generator or discriminator")}
+NETWORK_KEYS = {  # of every `networks.<name>` section of type generator
+    **NETWORK_TYPE, "which_model_G": Key(str, REQUIRED, "the network (see below)"),
+}
+DISCRIMINATOR_KEYS = {  # of every `networks.<name>` section of type discriminator
+    **NETWORK_TYPE, "which_model_D": Key(str, REQUIRED, "the discriminator (see below)"),
+}
+NETWORK_ROLES = {"generator": Variant("which_model_G", NETWORKS, NETWORK_KEYS),
+                 "discriminator": Variant("which_model_D", DISCRIMINATORS, DISCRIMINATOR_KEYS)}
+declare_section("networks", Mapping(Variant("type", NETWORK_ROLES, NETWORK_TYPE), "networks by name"))
 
-# Imported after NETWORKS exists: these modules register themselves in it.
+# Imported after the registries exist: these modules register themselves in them.
 from models import discriminators, rrdb  # noqa: E402,F401
 from models.srflow.srflow_net import SRFlowNet  # noqa: E402
+from models.srflow import ncsr_net  # noqa: E402,F401
 from models.srflow import layout  # noqa: E402,F401  (registers SRFlow's recogniser)
 from models.weights import LoadResult, load_network_weights  # noqa: E402,F401
 
@@ -22,20 +35,23 @@ def is_flow(net: nn.Module) -> bool:
 
 
 def lr_multiple(net: nn.Module) -> int:
-    """The LR sides must be multiples of this: SRFlow halves the HR image L times."""
+    """The LR sides must be multiples of this: SRFlow halves the HR image L times (SRFlow-DA-S shrinks it by the
+    scale once)."""
     if not is_flow(net):
         return 1
     net = unwrap(net)
-    return 2 ** net.L // math.gcd(2 ** net.L, net.hr_factor)
+    return net.z_stride // math.gcd(net.z_stride, net.hr_factor)
 
 
 def build_network(opt_net: dict, opt: dict) -> nn.Module:
     """The network named by `opt_net['which_model_G']` (`which_model_D` for `type: discriminator`), built
     from its section and the whole recipe."""
     kind = opt_net.get("type", "generator")
-    if kind not in ("generator", "discriminator"):
-        raise ConfigError(f"network `type` must be generator or discriminator, got `{kind}`")
-    key = "which_model_D" if kind == "discriminator" else "which_model_G"
-    if key not in opt_net:
-        raise ConfigError(f"network section needs `{key}` (one of: {', '.join(NETWORKS.names())})")
-    return NETWORKS.get(opt_net[key], key)(opt_net, opt)
+    if kind not in NETWORK_ROLES:
+        raise ConfigError(f"network `type` must be generator or discriminator, got `{kind}`"
+                          f"{closest(str(kind), NETWORK_ROLES)}")
+    role = NETWORK_ROLES[kind]
+    if role.key not in opt_net:
+        raise ConfigError(f"network section needs `{role.key}` (one of: {', '.join(role.names())})")
+    registry = DISCRIMINATORS if kind == "discriminator" else NETWORKS
+    return registry.get(opt_net[role.key], role.key)(opt_net, opt)

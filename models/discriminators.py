@@ -10,19 +10,21 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from models import NETWORKS
+from models import DISCRIMINATORS
 from utils.errors import ConfigError
-from utils.options import DISCRIMINATOR_MODELS, RECIPE_CHECKS, Key, as_list
+from utils.options import as_list
+from utils.recipe_keys import Key, recipe_rule
 
 # The recipe keys of a `networks.<name>` section of type discriminator (both models share them).
-DISCRIMINATOR_KEYS = {
-    "in_nc": Key(int, 3, at_least=1), "nf": Key(int, 64, at_least=8),
-    "image_size": Key(int, 128, at_least=32),  # the side of the square crops it judges
-    "extra_conv": Key(bool, False), "do_checkpointing": Key(bool, False),
-    "scale": Key(int, at_least=1),  # DLAS's recipes give one; a discriminator has no scale and ignores it
+KEYS = {
+    "in_nc": Key(int, 3, "channels of the images it judges", at_least=1),
+    "nf": Key(int, 64, "width of the first stage (later stages: 2x, 4x, 8x, 8x)", at_least=8),
+    "image_size": Key(int, 128, "the side of the square crops it judges", at_least=32),
+    "extra_conv": Key(bool, False, "a sixth halving stage (crops a multiple of 64)"),
+    "do_checkpointing": Key(bool, False, "recompute activations in backward (less memory, slower)"),
+    "scale": Key(int, None, "accepted for DLAS's recipes; a discriminator has no scale and ignores it",
+                 at_least=1),
 }
-DISCRIMINATOR_MODELS.update({"discriminator_vgg_128": DISCRIMINATOR_KEYS,
-                             "discriminator_vgg_128_gn": DISCRIMINATOR_KEYS})
 HALVINGS = 5  # stages 0..4, each ending in a stride-2 convolution
 
 
@@ -90,8 +92,8 @@ def _build(norm: str):
     return build
 
 
-NETWORKS.register("discriminator_vgg_128")(_build("batch"))
-NETWORKS.register("discriminator_vgg_128_gn")(_build("group"))
+DISCRIMINATORS.register("discriminator_vgg_128", keys=KEYS)(_build("batch"))
+DISCRIMINATORS.register("discriminator_vgg_128_gn", keys=KEYS)(_build("group"))
 
 
 def _crop_side(opt: Dict[str, Any], key: str) -> Optional[tuple]:
@@ -106,8 +108,9 @@ def _crop_side(opt: Dict[str, Any], key: str) -> Optional[tuple]:
     return None
 
 
+@recipe_rule(order=50)
 def check_crop_sizes(opt: Dict[str, Any]) -> List[str]:
-    """Recipe check: a VGG discriminator is given crops of its `image_size`, else its linear layer cannot
+    """A VGG discriminator is given crops of its `image_size`, else its linear layer cannot
     take them."""
     problems = []
     for step_name, step in opt["steps"].items():
@@ -129,5 +132,3 @@ def check_crop_sizes(opt: Dict[str, Any]) -> List[str]:
                             f"{found[0]} ({found[1]}): make them equal")
     return problems
 
-
-RECIPE_CHECKS.append(check_crop_sizes)

@@ -18,6 +18,7 @@ from models.layouts import RECOGNISERS, block_count
 from models.memory_format import to_compute_format
 from models.recipe_section import given
 from utils.errors import ConfigError
+from utils.recipe_keys import Key, declare_section
 
 
 def scaled_kaiming_(module: nn.Module, scale: float) -> None:
@@ -58,20 +59,43 @@ class RRDB(nn.Module):
         return self.rdb3(self.rdb2(self.rdb1(x))) * 0.2 + x
 
 
+# The recipe keys of an RRDB (`networks.<name>` of which_model_G RRDBNet, and the RRDB part of srflow).
+SHAPE_KEYS = {
+    "in_nc": Key(int, 3, "image channels in", at_least=1),
+    "out_nc": Key(int, 3, "image channels out", at_least=1),
+    "nf": Key(int, 64, "feature channels", at_least=1),
+    "nb": Key(int, 23, "RRDB blocks", at_least=1),
+    "gc": Key(int, 32, "growth channels of the dense blocks", at_least=1),
+    "scale": Key(int, 4, "2, 4 or 8 (default: the recipe's `scale`, whose default this is)", at_least=1,
+                 fill=False),
+}
+INITIAL_STRIDE = Key(int, 1, "DLAS: a strided 7x7 first convolution for inputs larger than the LR size",
+                     at_least=1)
+# Top-level keys the networks read.
+CHECKPOINTING = Key(bool, False, "gradient checkpointing: recompute the RRDB blocks' activations in the backward "
+                    "pass (less memory, more time)")
+CHANNELS_LAST = Key(bool, None, "compute in the channels_last layout; absent: on the CPU (oneDNN is 1.1-1.2x "
+                    "faster on it) and on CUDA under `fp16`")
+declare_section("checkpointing_enabled", CHECKPOINTING)
+declare_section("channels_last", CHANNELS_LAST)
+KEYS = {**SHAPE_KEYS, "initial_stride": INITIAL_STRIDE, "blocks_per_checkpoint": Key(int, 1, "RRDB blocks per gradient checkpoint (with the "
+                                                   "top-level `checkpointing_enabled`)", at_least=1,
+                                                   weights_fit=True)}
+
+
 @dataclass(frozen=True)
 class RRDBConfig:
-    """RRDBNet's options, with their defaults: a recipe's `networks.<name>` keys of the same names (of
-    which_model_G RRDBNet, and the RRDB part of srflow) and two top-level ones."""
-    in_nc: int = 3
-    out_nc: int = 3
-    nf: int = 64
-    nb: int = 23  # RRDB blocks
-    gc: int = 32  # growth channels of the dense blocks
-    scale: int = 4  # 2, 4 or 8
-    initial_stride: int = 1  # DLAS: a strided 7x7 first convolution for inputs larger than the LR size
-    blocks_per_checkpoint: int = 1
-    checkpointing: bool = False  # the recipe's top-level `checkpointing_enabled`
-    channels_last: Optional[bool] = None  # the recipe's top-level `channels_last`; None: per device
+    """RRDBNet's options; their defaults are those of the recipe keys above (and two top-level ones)."""
+    in_nc: int = KEYS["in_nc"].default
+    out_nc: int = KEYS["out_nc"].default
+    nf: int = KEYS["nf"].default
+    nb: int = KEYS["nb"].default
+    gc: int = KEYS["gc"].default
+    scale: int = KEYS["scale"].default
+    initial_stride: int = INITIAL_STRIDE.default
+    blocks_per_checkpoint: int = KEYS["blocks_per_checkpoint"].default
+    checkpointing: bool = CHECKPOINTING.default  # the recipe's top-level `checkpointing_enabled`
+    channels_last: Optional[bool] = CHANNELS_LAST.default  # the recipe's top-level `channels_last`
 
 
 RECIPE_KEYS = ("in_nc", "out_nc", "nf", "nb", "gc", "initial_stride", "blocks_per_checkpoint")
@@ -170,14 +194,11 @@ class RRDBNet(nn.Module):
         return self.head(self.upsampled(feat)[-1][1]).contiguous()
 
 
-@NETWORKS.register("RRDBNet")
+@NETWORKS.register("RRDBNet", keys=KEYS)
 def build_rrdbnet(opt_net: dict, opt: dict) -> RRDBNet:
     config = rrdb_config(opt_net, opt)
     if config.scale not in (2, 4, 8):
         raise ConfigError(f"RRDBNet `scale` must be 2, 4 or 8, got {config.scale!r}")
-    for key in ("nf", "nb"):
-        if key not in opt_net:
-            raise ConfigError(f"RRDBNet needs `{key}` in its network section")
     return RRDBNet(config)
 
 

@@ -20,11 +20,12 @@ the networks use one function, `opt_get`, which this script provides. The offici
 changed or copied.
 """
 import argparse
+import importlib
 import sys
 import tempfile
 import types
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -59,22 +60,26 @@ def _opt_get(opt, keys, default=None):
     return default if opt is None else opt
 
 
-def import_official(checkout: Path) -> type:
-    """The official SRFlowNet class from a checkout (its root or its `code/` folder)."""
-    code = next((c for c in (checkout / "code", checkout) if (c / "models/modules/SRFlowNet_arch.py").is_file()), None)
+def import_official(checkout: Path, arch: str = "SRFlowNet", repo: str = "andreas128/SRFlow") -> type:
+    """The official network class `arch` (from models/modules/{arch}_arch.py) of a checkout of `repo` (its root
+    or its `code/` folder)."""
+    module = f"models/modules/{arch}_arch.py"
+    code = next((c for c in (checkout / "code", checkout) if (c / module).is_file()), None)
     if code is None:
-        raise ConfigError(f"--official `{checkout}`: no code/models/modules/SRFlowNet_arch.py in it; "
-                          f"expected a checkout of https://github.com/andreas128/SRFlow")
+        raise ConfigError(f"--official `{checkout}`: no code/{module} in it; "
+                          f"expected a checkout of https://github.com/{repo}")
     for name in [m for m in sys.modules if m.split(".")[0] in ("models", "utils")]:
-        del sys.modules[name]  # this project's packages of the same names
+        del sys.modules[name]  # this project's packages of the same names (or another checkout's)
     util = types.ModuleType("utils.util")
     util.opt_get = _opt_get
     sys.modules["utils"] = types.ModuleType("utils")
     sys.modules["utils"].util = util
     sys.modules["utils.util"] = util
     sys.path.insert(0, str(code))
-    from models.modules.SRFlowNet_arch import SRFlowNet
-    return SRFlowNet
+    try:
+        return getattr(importlib.import_module(f"models.modules.{arch}_arch"), arch)
+    finally:
+        sys.path.remove(str(code))
 
 
 def seeded_weights(keys_shapes: Sequence[Tuple[str, Sequence[int]]], seed: int,
@@ -88,10 +93,11 @@ def seeded_weights(keys_shapes: Sequence[Tuple[str, Sequence[int]]], seed: int,
     return sd
 
 
-def seeded_inputs(scale: int) -> Tuple[torch.Tensor, torch.Tensor]:
-    """(lr, hr) in [0, 1), drawn from INPUT_SEED (the two are not a downscaled pair: parity needs none)."""
+def seeded_inputs(scale: int, lr_size: Optional[Tuple[int, int]] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(lr, hr) in [0, 1), drawn from INPUT_SEED (the two are not a downscaled pair: parity needs none); the LR
+    size is LR_SIZES[scale] unless given."""
     g = torch.Generator().manual_seed(INPUT_SEED)
-    h, w = LR_SIZES[scale]
+    h, w = lr_size or LR_SIZES[scale]
     lr = torch.rand(BATCH, 3, h, w, generator=g)
     return lr, torch.rand(BATCH, 3, h * scale, w * scale, generator=g)
 

@@ -4,11 +4,11 @@ Edit the settings below, or give any of them on the command line:
     python scripts/srflow_latent_space_playground.py -opt RECIPE --mode MODE --input GLOB --output DIR
         [--temperature T] [--steps N] [--samples N] [--resample-factor F] [--restore-norm HOW]
         [--reference GLOB] [--reference-corruptions NAMES] [--jpeg Q] [--blur S] [--noise S]
-        [--checkpoint PATH] [--device cpu|cuda] [--set K=V]
+        [--checkpoint PATH] [--device cpu|cuda] [--set K=V] [--overwrite]
 
 An input image is an HQ image (--input-is lr: an LR one, whose bicubic upscaling is the HQ image); its latents
 are encoded from it and its LR, the MATLAB bicubic downscale the training data is made with. Modes (DLAS's four
-first; see "Using SRFlow" in the README); each result is a PNG in OUTPUT named <input>_<mode>_...png:
+first; see docs/evaluation.md, "test.py"); each result is a PNG in OUTPUT named <input>_<mode>_...png:
   temperature      the input's own latents times t, decoded: t=1 gives the input back, t=0 the mean image
   restore          the latents normalised (--restore-norm spatial-local, DLAS's: per channel over positions, then
                    per position over channels, unbiased std; `spatial`: the first step; `global`: the paper's,
@@ -26,7 +26,9 @@ Every mode also writes DLAS's interpolation strip, STEPS frames <input>_<mode>_s
 <input>_latent_transfer_<reference>_strip<k>.png) from the mode's latents times t (k=0) evenly down to zeros,
 the mean image (k=STEPS-1). --resample-factor scales each input image before it is encoded; --jpeg, --blur and
 --noise corrupt it. Diverged pixels (non-finite or beyond +-100) are reported and the result is made again at
-lower temperatures. Every file is written whole (a temporary file, then a rename).
+lower temperatures. Every file is written whole (a temporary file, then a rename). OUTPUT is locked while the
+playground runs; a file there that the playground did not write is never written over, nor one of its own
+earlier results unless --overwrite is given (OUTPUT/.written.json records what it wrote).
 """
 import math
 import sys
@@ -55,7 +57,9 @@ from trainer.checkpoint import atomic_save  # noqa: E402
 from utils.cli import run_cli  # noqa: E402
 from utils.errors import ConfigError  # noqa: E402
 from utils.image import img2tensor, write_image  # noqa: E402
-from utils.options import check_temperatures  # noqa: E402
+from utils.options import MAX_SAMPLES, check_temperatures  # noqa: E402
+from utils.output_folder import OutputFolder  # noqa: E402
+from utils.path_names import name_problem  # noqa: E402
 
 # ---- settings: edit these, or give them on the command line ------------------------------------------------
 MODE = "temperature"  # --mode: temperature | restore | latent_transfer | feed_through | sample | diversity | encode
@@ -82,6 +86,8 @@ CHECKPOINT = None  # --checkpoint: weights; None: the recipe's path.pretrain_mod
 DEVICE = None  # --device: cpu | cuda; None: CUDA when the recipe's gpu_ids ask for it and it is there
 SEED = 0  # --seed: for the latents drawn and the corruptions, so that a run can be repeated
 
+MAX_STEPS = 100  # frames per strip: each is a decode, and a file
+MAX_RESAMPLE = 16  # a larger factor makes an image too large to encode
 
 Latents = List[torch.Tensor]
 Refs = Dict[str, Latents]  # latents of the reference images, by name
@@ -114,17 +120,24 @@ def hq_and_lq(img: np.ndarray, net: nn.Module, device: torch.device,
 def load_latents(path: Path, device: torch.device) -> dict:
     try:
         saved = torch.load(path, map_location=device, weights_only=True)
-    except Exception as e:  # a truncated or foreign file
-        raise ValueError(f"cannot read latents file: {e}") from None
+    except Exception as e:  # a text file, a truncated or foreign one: torch's reason alone can be a bare number
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:120]
+        raise ValueError(f"not a latents file written by `--mode encode` (it cannot be read as one: "
+                         f"{type(e).__name__}: {reason})") from None
     if not isinstance(saved, dict) or not {"lq", "latents", "size"} <= set(saved):
         raise ValueError("not a latents file written by `--mode encode`")
+    name = saved.get("name", path.stem)
+    problem = name_problem(name) if isinstance(name, str) else "is not text"
+    if problem:  # it names the result files
+        raise ValueError(f"its image name `{str(name)[:40]}` {problem}")
+    saved["name"] = name
     return saved
 
 
 def load_item(path: Path, net: nn.Module, device: torch.device, args: Namespace) -> Item:
     if path.suffix == ".pt":
         saved = load_latents(path, device)
-        return Item(saved.get("name", path.stem), saved["lq"], tuple(saved["size"]), None, saved["latents"])
+        return Item(saved["name"], saved["lq"], tuple(saved["size"]), None, saved["latents"])
     img = corrupt(resample(load_image(path), args.resample_factor), args.jpeg, args.blur, args.noise, args.seed)
     hq, lq, size = hq_and_lq(img, net, device, args.input_is)
     return Item(path.stem, lq, size, hq, None)
@@ -142,22 +155,46 @@ def load_references(net: nn.Module, device: torch.device, args: Namespace) -> Re
         try:
             if path.suffix == ".pt":
                 saved = load_latents(path, device)
-                refs[saved.get("name", path.stem)] = saved["latents"]
+                refs[unique(saved["name"], path, refs)] = saved["latents"]
                 continue
             hq, lq, _ = hq_and_lq(load_image(path), net, device, "hq")
             lq = corrupt_named(lq[0].permute(1, 2, 0).cpu().numpy(), args.reference_corruptions, args.seed)
-            refs[path.stem] = encode(net, hq, img2tensor(lq)[None].to(device))
+            refs[unique(path.stem, path, refs)] = encode(net, hq, img2tensor(lq)[None].to(device))
         except ValueError as e:
             print(f"skipping reference {path}: {e}")
     return refs
+
+
+def unique(name: str, path: Path, taken: Dict[str, object]) -> str:
+    """`name`, refused when a reference loaded before has it (their results would share file names)."""
+    if name.casefold() in (t.casefold() for t in taken):
+        raise ConfigError(f"reference {path} is named `{name}` like another reference (file names differ only in "
+                          "extension or case, or a latents file's name): rename one")
+    return name
+
+
+def input_names(files: List[str]) -> None:
+    """Refuse inputs that would give results of the same names (a.png and a.jpg, a.png and a latents file of
+    image `a`): one would silently replace the other's."""
+    seen: Dict[str, str] = {}
+    for name in files:
+        path = Path(name)
+        try:
+            stem = load_latents(path, torch.device("cpu"))["name"] if path.suffix == ".pt" else path.stem
+        except ValueError:
+            continue  # skipped, with its reason, when its turn comes
+        other = seen.setdefault(stem.casefold(), name)
+        if other != name:
+            raise ConfigError(f"--input {other} and {name} both name their results `{stem}_...`: one would "
+                              "replace the other's; rename one, or run them separately with different --output")
 
 
 def crop(item: Item, img: torch.Tensor) -> torch.Tensor:
     return img[..., :item.size[0], :item.size[1]]
 
 
-def save(out: Path, item: Item, what: str, img: torch.Tensor) -> None:
-    write_image(out / f"{item.name}_{what}.png", crop(item, img)[0])
+def save(out: OutputFolder, item: Item, what: str, img: torch.Tensor) -> None:
+    write_image(out.path(f"{item.name}_{what}.png"), crop(item, img)[0])
 
 
 def decode(net: nn.Module, item: Item, t: float, latents: Latents, lr_enc: tuple, what: str) -> torch.Tensor:
@@ -165,7 +202,7 @@ def decode(net: nn.Module, item: Item, t: float, latents: Latents, lr_enc: tuple
     return super_resolve(net, item.lq, t, latents=latents, name=f"{item.name} {what}", lr_enc=lr_enc).image
 
 
-def write_strip(net: nn.Module, item: Item, args: Namespace, out: Path, what: str, latents: Latents,
+def write_strip(net: nn.Module, item: Item, args: Namespace, out: OutputFolder, what: str, latents: Latents,
                 lr_enc: tuple, first: Optional[torch.Tensor] = None) -> None:
     """DLAS's interpolation strip: --steps frames from `latents` times t to zeros, the mean image (the last
     frame is decoded exactly as a t=0 result is). `first`: frame 0 when the mode has already made it."""
@@ -182,14 +219,14 @@ def draw(item: Item, net: nn.Module, count: int) -> List[Latents]:
 
 
 # ---- modes: (net, item, args, output folder, references) -> files in the folder ----------------------------
-def mode_temperature(net: nn.Module, item: Item, args: Namespace, out: Path, refs: Refs) -> None:
+def mode_temperature(net: nn.Module, item: Item, args: Namespace, out: OutputFolder, refs: Refs) -> None:
     own, lr_enc = item.encoded(net), conditioning(net, item.lq)  # one RRDB pass for every decode of the item
     result = decode(net, item, args.temperature, own, lr_enc, "temperature")
     save(out, item, f"temperature_t{args.temperature:g}", result)
     write_strip(net, item, args, out, "temperature", own, lr_enc, result)
 
 
-def mode_sample(net: nn.Module, item: Item, args: Namespace, out: Path, refs: Refs) -> None:
+def mode_sample(net: nn.Module, item: Item, args: Namespace, out: OutputFolder, refs: Refs) -> None:
     lr_enc = conditioning(net, item.lq)
     drawn = draw(item, net, 1 if args.temperature == 0 else args.samples)
     images = [decode(net, item, args.temperature, z, lr_enc, f"sample {k}") for k, z in enumerate(drawn)]
@@ -198,7 +235,7 @@ def mode_sample(net: nn.Module, item: Item, args: Namespace, out: Path, refs: Re
     write_strip(net, item, args, out, "sample", drawn[0], lr_enc, images[0])
 
 
-def mode_restore(net: nn.Module, item: Item, args: Namespace, out: Path, refs: Refs) -> None:
+def mode_restore(net: nn.Module, item: Item, args: Namespace, out: OutputFolder, refs: Refs) -> None:
     latents, lr_enc = normalize_for_restore(item.encoded(net), args.restore_norm), conditioning(net, item.lq)
     result = decode(net, item, args.temperature, latents, lr_enc, "restore")
     save(out, item, f"restore_t{args.temperature:g}", result)
@@ -209,7 +246,7 @@ def mode_restore(net: nn.Module, item: Item, args: Namespace, out: Path, refs: R
     write_strip(net, item, args, out, "restore", latents, lr_enc, result)
 
 
-def mode_latent_transfer(net: nn.Module, item: Item, args: Namespace, out: Path, refs: Refs) -> None:
+def mode_latent_transfer(net: nn.Module, item: Item, args: Namespace, out: OutputFolder, refs: Refs) -> None:
     own, lr_enc = item.encoded(net), conditioning(net, item.lq)
     for ref_name, ref in refs.items():
         try:
@@ -223,18 +260,18 @@ def mode_latent_transfer(net: nn.Module, item: Item, args: Namespace, out: Path,
         for kind, mix in (("lerp", lerp), ("slerp", slerp)):
             frames = [crop(item, decode(net, item, args.temperature, mix(own, moved, p), lr_enc, f"{kind} frame {i}"))
                       for i, p in enumerate(np.linspace(0, 1, args.steps))]
-            write_image(out / f"{item.name}_{what}_{kind}.png", torch.cat(frames, dim=-1)[0])
+            write_image(out.path(f"{item.name}_{what}_{kind}.png"), torch.cat(frames, dim=-1)[0])
         write_strip(net, item, args, out, what, moved, lr_enc, result)
 
 
-def mode_feed_through(net: nn.Module, item: Item, args: Namespace, out: Path, refs: Refs) -> None:
+def mode_feed_through(net: nn.Module, item: Item, args: Namespace, out: OutputFolder, refs: Refs) -> None:
     fresh, lr_enc = draw(item, net, 1)[0], conditioning(net, item.lq)
     result = decode(net, item, args.temperature, fresh, lr_enc, "feed_through")
     save(out, item, f"feed_through_t{args.temperature:g}", result)
     write_strip(net, item, args, out, "feed_through", fresh, lr_enc, result)
 
 
-def mode_diversity(net: nn.Module, item: Item, args: Namespace, out: Path, refs: Refs) -> None:
+def mode_diversity(net: nn.Module, item: Item, args: Namespace, out: OutputFolder, refs: Refs) -> None:
     lr_enc = conditioning(net, item.lq)
     drawn = draw(item, net, max(args.samples, 2))
     samples = [decode(net, item, args.temperature, z, lr_enc, f"sample {k}") for k, z in enumerate(drawn)]
@@ -242,15 +279,15 @@ def mode_diversity(net: nn.Module, item: Item, args: Namespace, out: Path, refs:
     print(f"{item.name}: per-pixel std over {len(samples)} samples at t={args.temperature:g}: "
           f"mean {float(std.mean()):.4f}, max {float(std.max()):.4f} (the heat map's top colour)")
     heat = (std / std.max().clamp_min(1e-8) * 255).round().byte().cpu().numpy()
-    write_image(out / f"{item.name}_diversity_t{args.temperature:g}.png",
+    write_image(out.path(f"{item.name}_diversity_t{args.temperature:g}.png"),
                 cv2.applyColorMap(heat, cv2.COLORMAP_INFERNO)[:, :, ::-1])
     write_strip(net, item, args, out, "diversity", drawn[0], lr_enc, samples[0])
 
 
-def mode_encode(net: nn.Module, item: Item, args: Namespace, out: Path, refs: Refs) -> None:
+def mode_encode(net: nn.Module, item: Item, args: Namespace, out: OutputFolder, refs: Refs) -> None:
     own = item.encoded(net)
     atomic_save({"name": item.name, "lq": item.lq.cpu(), "latents": [z.cpu() for z in own],
-                 "size": list(item.size)}, out / f"{item.name}_encode.pt")
+                 "size": list(item.size)}, out.path(f"{item.name}_encode.pt"))
     write_strip(net, item, args, out, "encode", own, conditioning(net, item.lq))
 
 
@@ -262,10 +299,12 @@ MODES = {"temperature": mode_temperature, "restore": mode_restore, "latent_trans
 def check_args(args: Namespace) -> None:
     """Every value checked before the model loads; a mistake is one ConfigError line."""
     args.temperature = check_temperatures(args.temperature, "--temperature")[0]
-    if args.samples < 1 or args.steps < 2:
-        raise ConfigError(f"--samples must be >= 1 and --steps >= 2, got {args.samples} and {args.steps}")
-    if not (math.isfinite(args.resample_factor) and args.resample_factor > 0):
-        raise ConfigError(f"--resample-factor must be a finite number > 0, got {args.resample_factor}")
+    if not 1 <= args.samples <= MAX_SAMPLES:
+        raise ConfigError(f"--samples must be 1 to {MAX_SAMPLES}, got {args.samples}")
+    if not 2 <= args.steps <= MAX_STEPS:
+        raise ConfigError(f"--steps must be 2 to {MAX_STEPS} (frames per interpolation strip), got {args.steps}")
+    if not (math.isfinite(args.resample_factor) and 0 < args.resample_factor <= MAX_RESAMPLE):
+        raise ConfigError(f"--resample-factor must be a number > 0 and <= {MAX_RESAMPLE}, got {args.resample_factor}")
     check_corruption(args.jpeg, args.blur, args.noise)
     names = [n.strip() for n in str(args.reference_corruptions).split(",") if n.strip()]
     args.reference_corruptions = [] if names == ["none"] else names
@@ -276,20 +315,27 @@ def check_args(args: Namespace) -> None:
 def play(args: Namespace) -> None:
     check_args(args)
     opt = parse_inference_options(args.opt, args.set)
+    files = sorted(glob(args.input))
+    if not files:
+        raise ConfigError(f"--input `{args.input}` matches no file")
+    input_names(files)
+    with OutputFolder(Path(args.output), "the playground", "choose another --output folder",
+                      overwrite=args.overwrite) as out:
+        play_into(out, files, opt, args)
+
+
+def play_into(out: OutputFolder, files: List[str], opt: dict, args: Namespace) -> None:
+    """The playground's work, its output folder locked."""
     device = pick_device(opt, args.device)
     net, weights = load_generator(opt, args.checkpoint, device)
     if not is_flow(net):
         raise ConfigError(f"the playground needs an SRFlow generator (which_model_G: srflow); {args.opt} has "
                           f"{type(net).__name__}")
     print(f"{args.mode}: generator {weights} on {device}")
-    files = sorted(glob(args.input))
-    if not files:
-        raise ConfigError(f"--input `{args.input}` matches no file")
     if args.resample_factor != 1 and any(f.endswith(".pt") for f in files):
         print("note: --resample-factor applies to images; latents files are used as saved")
     torch.manual_seed(args.seed)
     refs = load_references(net, device, args) if args.mode == "latent_transfer" else {}
-    out = Path(args.output)
     with torch.no_grad():
         for name in files:
             try:
@@ -300,8 +346,8 @@ def play(args: Namespace) -> None:
             try:
                 MODES[args.mode](net, item, args, out, refs)
             except OSError as e:  # a full or read-only disk: each file is whole, earlier results are kept
-                raise ConfigError(f"cannot write the results of {name} in {out}: {e}") from None
-    print(f"results in {out}")
+                raise ConfigError(f"cannot write the results of {name} in {out.root}: {e}") from None
+    print(f"results in {out.root}")
 
 
 def parse_args(argv: Optional[List[str]] = None) -> Namespace:
@@ -327,6 +373,8 @@ def parse_args(argv: Optional[List[str]] = None) -> Namespace:
     parser.add_argument("--checkpoint", default=CHECKPOINT)
     parser.add_argument("--device", default=DEVICE, choices=["cpu", "cuda"])
     parser.add_argument("--seed", type=int, default=SEED)
+    parser.add_argument("--overwrite", action="store_true",
+                        help="write over the playground's own earlier results in OUTPUT (never over other files)")
     return parser.parse_args(argv)
 
 

@@ -19,6 +19,7 @@ from typing import Any, Dict, List, Tuple
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from inference.pictures import nll_figure, save_figure  # noqa: E402
+from trainer import checkpoint  # noqa: E402
 from trainer.trainer import Trainer  # noqa: E402
 from utils.cli import run_cli  # noqa: E402
 from utils.errors import ConfigError, closest  # noqa: E402
@@ -53,9 +54,8 @@ def load_pipeline(path: str) -> Dict[str, Any]:
 
 def final_weights(opt: Dict[str, Any], network: str = "generator") -> Path:
     """The stage's last weights: their moving average when the stage kept one."""
-    models, it, suffix = Path(opt["path"]["models"]), opt["train"]["niter"], opt["logger"]["weights_format"]
-    ema = models / f"{it}_{network}_ema.{suffix}"
-    return ema if ema.is_file() else models / f"{it}_{network}.{suffix}"
+    return checkpoint.final_weights(Path(opt["path"]["models"]), opt["train"]["niter"], network,
+                                    opt["logger"]["weights_format"])
 
 
 def run_stage(pipeline: str, stage: Dict[str, Any], done: Dict[str, Dict[str, Any]], extra: List[str]) -> Dict[str, Any]:

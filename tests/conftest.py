@@ -1,3 +1,4 @@
+import copy
 import math
 import runpy
 from pathlib import Path
@@ -41,6 +42,18 @@ def image_dirs(tmp_path_factory):
     return {"train": str(root / "train"), "val": str(root / "val")}
 
 
+TINY_FLOW = {"patch_size": 32, "K": 2, "L": 3, "noInitialInj": True, "coupling": "CondAffineSeparatedAndCond",
+             "additionalFlowNoAffine": 2, "split": {"enable": True}, "fea_up0": True, "fea_up-1": True,
+             "stackRRDB": {"blocks": [0, 1], "concat": True}, "gaussian_loss_weight": 1,
+             "CondAffineSeparatedAndCond": {"hidden_channels": 8}}
+
+
+def tiny_srflow_network() -> dict:
+    """The `networks.generator` section of a tiny SRFlow (the official layout, narrow and shallow)."""
+    return {"type": "generator", "which_model_G": "srflow", "nf": 8, "nb": 2, "gc": 4, "K": 2, "scale": 4,
+            "flow_scale": 4, "flow": copy.deepcopy(TINY_FLOW)}
+
+
 def tiny_rrdb_recipe(image_dirs, experiments_root, **train):
     """A stage-1 recipe in DLAS's schema, shrunk to run in seconds on a CPU."""
     return {
@@ -70,13 +83,8 @@ def tiny_srflow_recipe(image_dirs, experiments_root, pretrain_rrdb=None, **train
     """Stage 2 in DLAS's schema (z_inj -> direct NLL loss, flownet_gaussian evaluator), shrunk for a CPU."""
     recipe = tiny_rrdb_recipe(image_dirs, experiments_root, **train)
     recipe["name"] = "tiny_srflow"
-    recipe["networks"]["generator"] = {
-        "type": "generator", "which_model_G": "srflow", "nf": 8, "nb": 2, "gc": 4, "K": 2, "scale": 4,
-        "initial_stride": 1, "flow_scale": 4, "train_RRDB": False, "pretrain_rrdb": pretrain_rrdb,
-        "flow": {"patch_size": 32, "K": 2, "L": 3, "noInitialInj": True, "coupling": "CondAffineSeparatedAndCond",
-                 "additionalFlowNoAffine": 2, "split": {"enable": True}, "fea_up0": True, "fea_up-1": True,
-                 "stackRRDB": {"blocks": [0, 1], "concat": True}, "gaussian_loss_weight": 1,
-                 "CondAffineSeparatedAndCond": {"hidden_channels": 8}}}
+    recipe["networks"]["generator"] = {**tiny_srflow_network(), "initial_stride": 1, "train_RRDB": False,
+                                       "pretrain_rrdb": pretrain_rrdb}
     recipe["datasets"]["val"]["force_multiple"] = 2
     recipe["steps"]["generator"]["injectors"] = {
         "z_inj": {"type": "generator", "generator": "generator", "in": ["hq", "lq", "None", "None", False],
@@ -156,16 +164,9 @@ def matlab_shrink_uint8(img, factor):
     return out.astype(np.uint8)
 
 
-TINY_FLOW = {"patch_size": 32, "K": 2, "L": 3, "noInitialInj": True, "coupling": "CondAffineSeparatedAndCond",
-             "additionalFlowNoAffine": 2, "split": {"enable": True}, "fea_up0": True, "fea_up-1": True,
-             "stackRRDB": {"blocks": [0, 1], "concat": True}, "gaussian_loss_weight": 1,
-             "CondAffineSeparatedAndCond": {"hidden_channels": 8}}
-
-
 def tiny_test_srflow_recipe(test_dir: str, root: Path, weights: Optional[str] = None) -> dict:
     """A test recipe: a tiny SRFlow, a `datasets.test` section of HQ images, no training sections."""
-    net = {"type": "generator", "which_model_G": "srflow", "nf": 8, "nb": 2, "gc": 4, "K": 2, "scale": 4,
-           "flow_scale": 4, "flow": TINY_FLOW}
+    net = tiny_srflow_network()
     return {"name": "tiny_srflow", "scale": 4, "gpu_ids": [],
             "datasets": {"test": {"name": "set", "mode": "fullimage", "dataroot_GT": test_dir, "scale": 4}},
             "networks": {"generator": net},

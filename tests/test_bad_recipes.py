@@ -12,6 +12,7 @@ import test as test_py
 import train as train_py
 from conftest import tiny_rrdb_recipe, tiny_srflow_recipe
 from models import build_network
+from utils.folder_lock import HOLDER_NAME, LOCK_NAME
 from utils.options import parse_options
 
 SRFLOW_NET = "networks.generator"
@@ -52,14 +53,25 @@ def run_main(main: Callable[[List[str]], int], recipe: Dict[str, Any], tmp_path:
     """Write `recipe` to a YAML file, run `main` on it and return its stderr, checking the exit contract."""
     path = tmp_path / "recipe.yml"
     path.write_text(yaml.safe_dump(recipe))
-    start = time.perf_counter()
+    outputs = [Path(p) for p in (recipe.get("path", {}).get(k) for k in ("experiments_root", "results_root")) if p]
+    before = [_snapshot(p) for p in outputs]
     status = main(["-opt", str(path), *args])
     err = capsys.readouterr().err
     assert status == 2, err
     assert "Traceback" not in err
     assert len(err.strip().splitlines()) == 1, err
-    assert time.perf_counter() - start < 10, "a mistake must be found before anything heavy starts"
+    assert [_snapshot(p) for p in outputs] == before, "a mistake must be found before anything is written"
     return err
+
+
+def _snapshot(path: Path) -> Any:
+    """What is at `path`: nothing, a file, or a folder's files. The run's lock files do not count: a weights
+    file is read once the run holds its folder, and a lock that is not held blocks no later run."""
+    if not path.exists():
+        return None
+    if not path.is_dir():
+        return "a file"
+    return sorted(str(p.relative_to(path)) for p in path.rglob("*") if p.name not in (LOCK_NAME, HOLDER_NAME)) or None
 
 
 # (recipe maker, dotted key, value, what the message must say)
@@ -125,7 +137,10 @@ TEST_MISTAKES = [
     ("test.heats", [0.0, "hot"], "`test.heats[1]` must be a finite number >= 0"),
     ("test.heats", [float("inf")], "`test.heats[0]` must be a finite number >= 0"),
     ("test.crop_border", -1, "`test.crop_border` must be an integer >= 0"),
-    ("test.tile", -64, "`test.tile` must be an integer >= 0"),
+    ("test.tile", -64, "`test.tile` (--tile) must be 0 (whole images) or at least 16 LR pixels, got -64"),
+    ("test.tile", 1, "`test.tile` (--tile) must be 0 (whole images) or at least 16 LR pixels, got 1"),
+    ("test.tile", 2, "`test.tile` (--tile) must be 0 (whole images) or at least 16 LR pixels, got 2"),
+    ("test.samples", 1000000, "`test.samples` must be an integer >= 1 and < 101"),
     ("test.tile_overlap", -1, "`test.tile_overlap` must be an integer >= 0"),
     ("path.results_root", "FILE", "`path.results_root`: "),
     ("path.pretrain_model_generator", "FOLDER", "`path.pretrain_model_generator`: "),
@@ -208,6 +223,8 @@ def test_alias_bomb_is_refused_quickly(tmp_path, capsys):
 
 def test_test_py_checks_its_tile_flag_as_the_recipe_key(capsys):
     import test as test_py
-    assert test_py.main(["-opt", "test_srflow.yml", "--tile", "-8"]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "`test.tile` must be an integer >= 0, got `-8`" in err[0]
+    for tile in ("-8", "1", "2", "15"):
+        assert test_py.main(["-opt", "test_srflow.yml", "--tile", tile]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"`test.tile` (--tile) must be 0 (whole images) or at least 16 LR pixels, got {tile}" \
+            in err[0], err

@@ -18,6 +18,13 @@ def test_bench_vs_official_rejects_a_missing_checkout(tmp_path):
     assert run.stderr.startswith("error: --official") and "Traceback" not in run.stderr
 
 
+def test_bench_vs_official_names_the_checkout_each_method_needs(tmp_path):
+    (tmp_path / "code" / "models" / "modules").mkdir(parents=True)
+    (tmp_path / "code" / "models" / "modules" / "SRFlowNet_arch.py").write_text("")  # an SRFlow(-DA) checkout
+    run = run_script("bench_vs_official.py", "--method", "ncsr", "--official", str(tmp_path))
+    assert run.returncode == 2 and "younggeun-kim/NCSR" in run.stderr and "Traceback" not in run.stderr
+
+
 def test_bench_data_prints_rates_and_a_verdict(image_dirs, tmp_path):
     recipe = tiny_rrdb_recipe(image_dirs, tmp_path / "exp")
     recipe["datasets"]["train"]["n_workers"] = 1

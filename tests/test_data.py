@@ -139,7 +139,8 @@ def test_single_image_option_errors(folder):
         _single(folder, target_size=30)
     with pytest.raises(ConfigError, match="`datasets.train.mode` is required"):
         build_dataset({"paths": str(folder)}, {}, "train")
-    with pytest.raises(ConfigError, match="no readable image"), pytest.warns(UserWarning, match="smaller"):
+    with pytest.raises(ConfigError, match="the smallest size that works is 4000x4000"), \
+            pytest.warns(UserWarning, match="smaller"):
         _single(folder, target_size=4000)
     with pytest.raises(ConfigError, match="does not exist"):
         _single(folder / "missing")

@@ -112,7 +112,7 @@ def test_each_step_updates_only_its_own_network(esrgan_images, vgg_weights, tmp_
     trainer = Trainer(parse_options(REFERENCE_RECIPE, sets))
     batch = trainer.to_device(next(trainer.batches()))
     d_step, g_step = trainer.steps
-    trainer.it = trainer.env.step = 1
+    trainer.it = trainer.env.iteration = 1
     for step, other in ((d_step, "generator"), (g_step, "feature_discriminator")):
         before = weights(trainer, other)
         grads = [None if p.grad is None else p.grad.clone() for p in trainer.networks[other].parameters()]
@@ -303,7 +303,7 @@ def test_the_srflow_gan_fine_tune_recipe_trains_the_flow_through_the_gan_loss(es
             "steps.generator.losses.log_likelihood.after=100", "steps.generator.losses.feature.after=100"]
     trainer = Trainer(parse_options("finetune_div2k_srflow_gan.yml", sets))
     randomize(trainer.networks["generator"]).train()  # a fresh flow's couplings output zeros: no gradient behind them
-    trainer.it = trainer.env.step = 1
+    trainer.it = trainer.env.iteration = 1
     state = trainer.to_device(next(trainer.batches()))
     g_step = trainer.steps[1]
     result = g_step.run(state, 1, 1, trainer.autocast, None, lambda net, last: contextlib.nullcontext())

@@ -34,8 +34,9 @@ def play(image_dirs, tmp_path_factory):
 
 
 def names(folder: Path, strips: bool = False) -> list:
-    """The files in `folder`; without the interpolation strips' frames unless `strips`."""
-    return sorted(p.name for p in folder.iterdir() if strips or "_strip" not in p.name)
+    """The results in `folder` (not the folder's lock and record); without the interpolation strips' frames
+    unless `strips`."""
+    return sorted(p.name for p in folder.iterdir() if not p.name.startswith(".") and (strips or "_strip" not in p.name))
 
 
 def frames(prefix: str, steps: int) -> list:
@@ -177,7 +178,7 @@ def test_encode_then_every_mode_takes_the_latents_file(play, image_dirs, tmp_pat
     assert play("latent_transfer", "--reference", str(latents_file), "--steps", "2", output=tmp_path / "lt",
                 input=f"{image_dirs['val']}/1.png") == 0
     assert "skipping reference 0: its latents are 48x40, smaller than the image's 48x48" in capsys.readouterr().out
-    assert not (tmp_path / "lt").exists()
+    assert names(tmp_path / "lt", strips=True) == []  # no result
 
 
 def test_out_of_distribution_latents_fall_back_to_lower_temperatures(play, image_dirs, tmp_path, capsys):
@@ -202,8 +203,12 @@ def test_mistakes_exit_with_status_2(play, tmp_path, capsys):
     ("--temperature", "-0.5", "`--temperature` must be a finite number >= 0"),
     ("--temperature", "nan", "`--temperature` must be a finite number >= 0"),
     ("--temperature", "warm", "`--temperature` must be a finite number >= 0"),
-    ("--resample-factor", "0", "--resample-factor must be a finite number > 0"),
-    ("--steps", "1", "--steps >= 2"),
+    ("--resample-factor", "0", "--resample-factor must be a number > 0 and <= 16, got 0"),
+    ("--resample-factor", "1000", "--resample-factor must be a number > 0 and <= 16, got 1000"),
+    ("--steps", "1", "--steps must be 2 to 100"),
+    ("--steps", "1000000", "--steps must be 2 to 100 (frames per interpolation strip), got 1000000"),
+    ("--samples", "0", "--samples must be 1 to 100, got 0"),
+    ("--samples", "1000000", "--samples must be 1 to 100, got 1000000"),
     ("--reference-corruptions", "jpeg-medium,blurry", "unknown corruption `blurry`"),
 ])
 def test_bad_values_exit_2_with_one_line_before_the_model_loads(play, tmp_path, capsys, flag, value, message):
@@ -232,14 +237,16 @@ def test_a_failed_write_keeps_the_earlier_results_whole(play, image_dirs, tmp_pa
 
     with monkeypatch.context() as patched:
         patched.setattr(cv2, "imwrite", full_disk)
-        assert play("temperature", "--temperature", "0.5", "--steps", "2", output=tmp_path, input=image) == 2
+        assert play("temperature", "--temperature", "0.5", "--steps", "2", "--overwrite", output=tmp_path,
+                    input=image) == 2
     with monkeypatch.context() as patched:
         patched.setattr(torch, "save", no_space)
-        assert play("encode", "--steps", "2", output=tmp_path / "enc", input=image) == 2
+        assert play("encode", "--steps", "2", "--overwrite", output=tmp_path / "enc", input=image) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 2 and all(line.startswith("error: cannot write the results of") for line in err)
     assert "No space left on device" in err[1]
-    assert contents() == before and not [p for p in tmp_path.rglob(".*")]  # unchanged, and no temporary files
+    temporary = [p for p in tmp_path.rglob(".*") if p.name not in (".lock", ".lock.holder", ".written.json")]
+    assert contents() == before and not temporary  # unchanged, and no temporary files
 
 
 def test_latent_operations():

@@ -6,7 +6,7 @@ from conftest import ROOT
 from models import build_network
 from utils.options import parse_options
 
-RECIPES = sorted(p.relative_to(ROOT) for p in (ROOT / "options").rglob("*.yml") if p.name != "srflow_pipeline.yml")
+RECIPES = sorted(p.relative_to(ROOT) for p in (ROOT / "options").rglob("*.yml") if not p.name.endswith("_pipeline.yml"))
 OFFICIAL_UNUSED_CONV = 96 * 320 * 9 + 96  # flowUpsamplerNet.f in the official checkpoints, dropped on loading
 
 
@@ -49,3 +49,16 @@ def test_the_8x_srflow_recipe_reads_the_8x_stage_1_recipe():
     flow = build_network(stage2["networks"]["generator"], stage2)
     flow_rrdb = {k[len("RRDB."):] for k in flow.state_dict() if k.startswith("RRDB.")}
     assert flow_rrdb <= set(rrdb.state_dict())  # stage 1's weights fill the flow's RRDB
+
+
+@pytest.mark.parametrize("pipeline", sorted(p.relative_to(ROOT) for p in (ROOT / "options").rglob("*_pipeline.yml")),
+                         ids=str)
+def test_every_pipeline_names_recipes_that_parse(pipeline):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("pipeline", ROOT / "scripts" / "train_srflow_pipeline.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    for stage in module.load_pipeline(str(ROOT / pipeline))["stages"]:  # the weights come from the stage before
+        unset = ["networks.generator.pretrain_rrdb="] if {"rrdb_from", "weights_from"} & set(stage) else []
+        opt = parse_options(ROOT / stage["recipe"], unset, check_paths=False)
+        assert build_network(opt["networks"]["generator"], opt)

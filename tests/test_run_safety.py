@@ -15,6 +15,7 @@ from trainer import checkpoint
 from trainer.run_folder import FolderLock
 from trainer.trainer import Trainer
 from utils.errors import ConfigError, TrainingStopped
+from utils.folder_lock import LOCK_FILES
 from utils.options import parse_options
 
 
@@ -42,7 +43,7 @@ def train_cli(capsys):
 
 
 def snapshot(root):
-    return {p.relative_to(root): p.read_bytes() for p in root.rglob("*") if p.is_file() and p.name != ".lock"}
+    return {p.relative_to(root): p.read_bytes() for p in root.rglob("*") if p.is_file() and p.name not in LOCK_FILES}
 
 
 def make(image_dirs, root, overrides=(), **kwargs):
@@ -72,7 +73,7 @@ def test_rerun_without_resume_is_refused_and_touches_nothing(image_dirs, tmp_pat
 def test_a_run_that_fails_to_start_leaves_nothing_that_blocks_the_next(image_dirs, tmp_path):
     with pytest.raises(ConfigError, match="datasets.train"):
         make(image_dirs, tmp_path, ["datasets.train=null"])
-    assert not [p for p in tmp_path.rglob("*") if p.is_file() and p.name != ".lock"]
+    assert not [p for p in tmp_path.rglob("*") if p.is_file() and p.name not in LOCK_FILES]
     make(image_dirs, tmp_path).fit()
 
 

@@ -15,6 +15,8 @@ from models.srflow.gaussian import gaussian_logp
 from models.srflow.invconv import InvConv1x1
 from models.srflow.invertible import FlowCond, InvertibleLayer
 from models.srflow.split import Split2d
+from models.srflow.deep_coupling import DeepCondAffine
+from models.srflow.noise_coupling import NoiseCondAffine
 from models.srflow.squeeze import Squeeze
 
 
@@ -48,8 +50,21 @@ def split(channels: int) -> Split2d:
     return Split2d(channels, consume_ratio=0.5, logs_eps=0.0, nll_weight=1.0)
 
 
+def deep(variant: str, layers: int = 2) -> DeepCondAffine:
+    return DeepCondAffine(4, cond_channels=3, hidden_channels=5, eps=1e-4, variant=variant, n_hidden_layers=layers,
+                          kernel_hidden=3)
+
+
+NOISE_MAP = rand(1, 3, 5, 7, seed=3) * 0.1  # NCSR's std as a noise map, resized to each layer's size
+
+
 # (layer, input shape, whether it reads conditioning features): each layer the flow is built from
 LAYERS = {
+    "squeeze_by_4": (lambda: Squeeze(factor=4), (1, 2, 8, 4), False),
+    "coupling_da": (lambda: deep("SRFlow-DA"), (1, 4, 2, 3), True),
+    "coupling_da_r": (lambda: deep("SRFlow-DA-R"), (1, 4, 2, 3), True),
+    "coupling_da_d": (lambda: deep("SRFlow-DA-D", 4), (1, 4, 2, 3), True),
+    "coupling_ncsr": (lambda: NoiseCondAffine(4, 3, 5, 1e-4, std_channels=3, reads_std=True), (1, 4, 2, 3), True),
     "actnorm": (lambda: ActNorm(3), (1, 3, 2, 3), False),
     "invconv": (lambda: InvConv1x1(4), (1, 4, 2, 2), False),
     "squeeze": (lambda: Squeeze(), (1, 2, 4, 2), False),
@@ -66,10 +81,25 @@ def test_the_contract_test_covers_every_layer():
     assert {type(make()) for make, _, _ in LAYERS.values()} == subclasses(InvertibleLayer) - {InvertibleLayer}
 
 
+def test_ncsr_coupling_reads_the_noise_level_only_where_told():
+    x, features = rand(1, 4, 2, 3), rand(1, 3, 2, 3, seed=2)
+    reading = randomized(NoiseCondAffine(4, 3, 5, 1e-4, std_channels=1, reads_std=True))
+    skipping = randomized(NoiseCondAffine(4, 3, 5, 1e-4, std_channels=1, reads_std=False))
+    skipping.load_state_dict(reading.state_dict())
+    plain = randomized(CondAffineSeparatedAndCond(4, 3, 5, 1e-4))
+    plain.load_state_dict({k: v for k, v in reading.state_dict().items() if "fAffine_std" not in k})
+    level = torch.full((1, 1, 1, 1), 0.03, dtype=torch.float64)
+    read, _ = reading(x, cond=FlowCond(features, std=level))
+    skipped, _ = skipping(x, cond=FlowCond(features, std=level))
+    without, _ = reading(x, cond=FlowCond(features))
+    srflow, _ = plain(x, cond=FlowCond(features))
+    assert torch.equal(skipped, srflow) and torch.equal(without, srflow) and not torch.allclose(read, srflow)
+
+
 def encode_all(layer: InvertibleLayer, x: torch.Tensor, features):
     """(y, J, eps the layer factored out): the layer's encode, called as the flow calls every layer."""
     epses = []
-    y, logdet = layer(x, None, cond=FlowCond(features, epses))
+    y, logdet = layer(x, None, cond=FlowCond(features, epses, std=NOISE_MAP))
     return y, logdet, epses
 
 
@@ -80,7 +110,7 @@ def test_layer_inverts_and_its_logdet_is_the_jacobian(name):
     x = rand(*shape)
     features = rand(shape[0], 3, *shape[2:], seed=2) if reads_features else None
     y, logdet, epses = encode_all(layer, x, features)
-    x_back, logdet_back = layer(y, None, reverse=True, cond=FlowCond(features, list(epses)))
+    x_back, logdet_back = layer(y, None, reverse=True, cond=FlowCond(features, list(epses), std=NOISE_MAP))
     assert torch.allclose(x_back, x, atol=1e-6)
     assert torch.allclose(logdet, -logdet_back, atol=1e-8)
 

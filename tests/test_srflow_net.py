@@ -16,7 +16,8 @@ from models.srflow.config import CHOICES, FLOW_KEYS, IGNORED
 from models.srflow.gaussian import gaussian_logp
 from models.weights import OFFICIAL_NAMES
 from utils.errors import ConfigError
-from utils.options import FLOW as FLOW_SCHEMA
+from models.srflow.config import FLOW as FLOW_SCHEMA
+from models.srflow.config import NCSR_FLOW as NCSR_FLOW_SCHEMA
 
 DATA = Path(__file__).parent / "data"
 
@@ -221,7 +222,8 @@ def test_the_network_reads_each_flow_key_the_schema_accepts():
     def leaves(schema, prefix=()):
         return {p for k, v in schema.items() for p in (leaves(v, prefix + (k,)) if isinstance(v, dict)
                                                        else [prefix + (k,)])}
-    assert leaves(FLOW_SCHEMA) == {*FLOW_KEYS.values(), *CHOICES, *IGNORED, ("K",)}
+    assert leaves(NCSR_FLOW_SCHEMA) == {*FLOW_KEYS.values(), *CHOICES, *IGNORED, ("K",)}
+    assert leaves(NCSR_FLOW_SCHEMA) - leaves(FLOW_SCHEMA) == {("S",), ("std_channels",)}  # NCSR's own
 
 
 def test_is_flow_means_an_srflow_network(net4):
@@ -231,7 +233,7 @@ def test_is_flow_means_an_srflow_network(net4):
 
 
 def test_hr_size_must_divide_by_two_to_the_levels(net4):
-    with pytest.raises(ValueError, match="2\\*\\*L"):
+    with pytest.raises(ValueError, match="must divide by 8 .the flow.s squeezes"):
         net4(lr=torch.rand(1, 3, 5, 6), eps_std=0, reverse=True)
 
 

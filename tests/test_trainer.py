@@ -21,15 +21,20 @@ def weights(trainer):
     return {k: v.clone() for k, v in trainer.networks["generator"].state_dict().items()}
 
 
-def test_loss_goes_down_and_beats_nothing_learned(image_dirs, tmp_path):
+def test_loss_goes_down_and_validation_psnr_closes_in_on_bicubic(image_dirs, tmp_path):
     trainer = make_trainer(image_dirs, tmp_path, ["train.niter=60", "train.val_freq=30", "logger.print_freq=1"])
+    trainer.validate()  # nothing learned yet: recorded at iteration 0
     losses = []
     original = trainer.train_step
     trainer.train_step = lambda state: losses.append(original(state)["generator/pix"]) or {}
     history = trainer.fit()
     assert sum(losses[-10:]) / 10 < 0.7 * sum(losses[:10]) / 10
-    assert [h["iter"] for h in history] == [30, 60]
-    assert history[-1]["val/psnr"] > history[0]["val/psnr"] - 0.5
+    assert [h["iter"] for h in history] == [0, 30, 60]
+    # 60 iterations of a tiny RRDB do not reach bicubic yet (about -12 dB), but must have learned something:
+    # a higher PSNR than the untrained network, and a gap to bicubic that shrinks between validations.
+    gap = [h["val/psnr_bicubic"] - h["val/psnr"] for h in history]
+    assert history[-1]["val/psnr"] > history[0]["val/psnr"] + 1
+    assert gap[0] > gap[1] > gap[2] > 0
     assert {"val/psnr", "val/ssim", "val/psnr_bicubic", "val/ssim_bicubic"} <= set(history[-1])
     assert (tmp_path / "models" / "60_generator.pth").is_file()
     assert (tmp_path / "training_state" / "60.state").is_file()
@@ -127,10 +132,11 @@ def test_stop_signals_save_a_checkpoint_then_stop(image_dirs, tmp_path, signum):
         return logs
 
     trainer.train_step = step_then_signal
+    before = signal.getsignal(signum)
     with pytest.raises(TrainingInterrupted, match="at iteration 5: saved .*5.state; continue with --resume auto") as e:
         trainer.fit()
     assert e.value.signum == signum
-    assert signal.getsignal(signum) is not None and signal.getsignal(signum) != trainer  # handlers restored
+    assert signal.getsignal(signum) == before  # the handler the run found is back
     assert checkpoint.find_resume_state(tmp_path / "training_state").name == "5.state"
     resumed = make_trainer(image_dirs, tmp_path, ["train.niter=50"], resume="auto")
     assert resumed.it == 5

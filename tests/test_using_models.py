@@ -15,6 +15,7 @@ from models import build_network, load_network_weights
 from models.layouts import recognise
 from models.weights import OFFICIAL_NAMES, read_weights, save_weights
 from trainer.checkpoint import save_checkpoint
+from trainer.training_state import TrainingState
 
 TINY_RRDB = {"which_model_G": "RRDBNet", "nf": 8, "nb": 2, "gc": 4, "scale": 4}
 TINY_SRFLOW = {"which_model_G": "srflow", "nf": 8, "nb": 2, "gc": 4, "K": 2, "scale": 4, "flow_scale": 4,
@@ -136,7 +137,7 @@ def test_weights_route_upscales_one_file_with_an_rrdb(tmp_path, photos):
     weights = tmp_path / "rrdb.pth"
     torch.save(randomize(build(TINY_RRDB)).state_dict(), weights)
     assert run_test_py("--weights", str(weights), "--input", str(photos / "lq" / "b.png"),
-                       "--output", str(tmp_path / "out"), "--tile", "8") == 0
+                       "--output", str(tmp_path / "out"), "--tile", "16") == 0
     assert read_png(tmp_path / "out" / "b.png").shape == (48, 80, 3)
     assert not (tmp_path / "out" / "a.png").exists()
 
@@ -173,7 +174,9 @@ def checkpoint_of(tmp_path: Path, section: dict, weights_format: str) -> Path:
     exp["experiments_root"] = str(tmp_path / "exp")
     sd = randomize(build(section)).state_dict()
     from models.recipe_section import recorded_section
-    save_checkpoint(exp, 10, {"generator": sd}, {"steps": {}}, [], recipes={"generator": recorded_section(
+    state = TrainingState(iteration=10, epoch=0, sample_in_epoch=0, steps={}, scaler=None, rng=[], metrics_history=[],
+                          freezing={}, opt={})
+    save_checkpoint(exp, 10, {"generator": sd}, state, [], recipes={"generator": recorded_section(
         opt, "generator")}, weights_format=weights_format)
     return tmp_path / "exp" / "models" / f"10_generator.{weights_format}"
 
@@ -250,7 +253,7 @@ def test_a_safetensors_checkpoint_resumes(tmp_path):
     from trainer.checkpoint import files_newer_than, find_resume_state, load_training_state
     path = checkpoint_of(tmp_path, TINY_RRDB, "safetensors")
     state = load_training_state(find_resume_state(tmp_path / "exp" / "training_state"))
-    assert state["model_files"] == {"generator": path.name}
+    assert state.model_files == {"generator": path.name}
     assert files_newer_than(tmp_path / "exp", 5) == sorted([path, tmp_path / "exp" / "training_state" / "10.state"])
 
 

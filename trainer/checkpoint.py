@@ -1,8 +1,9 @@
 """Checkpoint files: atomic writes, finding the newest complete state, loading with weights_only.
 
 A checkpoint at iteration N is `models/N_<network>.pth` (plain state dicts, loadable on their own, that record
-their network's recipe section; `.safetensors` with `logger.weights_format: safetensors`) plus
-`training_state/N.state`. The state file is written last, so its presence marks a complete checkpoint.
+their network's recipe section; `.safetensors` with `logger.weights_format: safetensors`; a network's moving
+average, when the run keeps one, is `models/N_<network>_ema.pth`) plus `training_state/N.state` (a
+TrainingState). The state file is written last, so its presence marks a complete checkpoint.
 """
 import random
 import re
@@ -13,6 +14,7 @@ import numpy as np
 import torch
 
 from models.weights import save_weights
+from trainer.training_state import TrainingState
 from utils.errors import ConfigError
 from utils.files import atomic_path
 
@@ -36,9 +38,35 @@ def load_file(path: Path) -> Any:
         raise ConfigError(f"cannot read checkpoint `{path}` (truncated, or not a PyTorch checkpoint): {first}") from None
 
 
+WEIGHTS_FORMATS = ("pth", "safetensors")  # `logger.weights_format`: the file type of checkpoints' weights
+EMA_SUFFIX = "_ema"
+
+
+def ema_name(network: str) -> str:
+    """The name a network's moving average is saved under, among the checkpoint's weights."""
+    return network + EMA_SUFFIX
+
+
+def network_of(name: str) -> str:
+    """The network whose weights a checkpoint saves under `name` (itself, or its moving average)."""
+    return name.removesuffix(EMA_SUFFIX)
+
+
+def weights_file(it: int, name: str, weights_format: str = WEIGHTS_FORMATS[0]) -> str:
+    """The file (under models/) of the weights `name` (a network, or its ema_name) at iteration `it`."""
+    return f"{it}_{name}.{weights_format}"
+
+
+def final_weights(models: Path, it: int, network: str, weights_format: str = WEIGHTS_FORMATS[0]) -> Path:
+    """The weights of `network` at iteration `it`: their moving average when the run kept one."""
+    ema = models / weights_file(it, ema_name(network), weights_format)
+    return ema if ema.is_file() else models / weights_file(it, network, weights_format)
+
+
 def save_checkpoint(exp: Dict[str, str], it: int, networks: Dict[str, Dict[str, torch.Tensor]],
-                    state: Dict[str, Any], lineage: List[Dict[str, Any]], keep: int = 0,
-                    recipes: Optional[Dict[str, dict]] = None, weights_format: str = "pth") -> Path:
+                    state: TrainingState, lineage: List[Dict[str, Any]], keep: int = 0,
+                    recipes: Optional[Dict[str, dict]] = None,
+                    weights_format: str = WEIGHTS_FORMATS[0]) -> Path:
     """Write checkpoint `it` (weights first, the state file last) and record it in `lineage`, the run's own
     checkpoints, which is saved inside the state. Each weights file records its network's recipe section from
     `recipes` (by the same name). With `keep` > 0, the run's older checkpoints beyond the newest `keep` are
@@ -48,7 +76,7 @@ def save_checkpoint(exp: Dict[str, str], it: int, networks: Dict[str, Dict[str, 
     the OSError is raised: the earlier checkpoints stay as they were.
     """
     written: List[Path] = []
-    model_files = {name: f"{it}_{name}.{weights_format}" for name in networks}
+    model_files = {name: weights_file(it, name, weights_format) for name in networks}
     path = Path(exp["training_state"]) / f"{it}.state"
     entry = {"iter": it, "files": [str(Path("models") / f) for f in model_files.values()]
              + [str(Path("training_state") / path.name)]}
@@ -59,7 +87,8 @@ def save_checkpoint(exp: Dict[str, str], it: int, networks: Dict[str, Dict[str, 
             with atomic_path(written[-1]) as tmp:
                 save_weights(weights, tmp, (recipes or {}).get(name))
         written.append(path)
-        atomic_save({**state, "iter": it, "model_files": model_files, "lineage": history}, path)
+        state.iteration, state.model_files, state.lineage = it, model_files, history
+        atomic_save(state.to_dict(), path)
     except OSError:
         for f in written:
             f.unlink(missing_ok=True)
@@ -102,17 +131,19 @@ def find_resume_state(training_state_dir: Path) -> Optional[Path]:
     return None
 
 
-def load_training_state(path: Path) -> Dict[str, Any]:
+def load_training_state(path: Path) -> TrainingState:
     """A training state that `--resume` can continue from, with its weight files present."""
     if path.suffix in (".pth", ".safetensors"):
         raise ConfigError(f"`{path}` is a weights file; --resume takes a training state "
                           "(training_state/<iter>.state of the run) or `auto`. To start from these weights, "
                           "use --set path.pretrain_model_<network>=FILE")
     state = load_file(path)
-    if not isinstance(state, dict) or not {"iter", "model_files", "steps"} <= set(state):
-        raise ConfigError(f"`{path}` is not a training state (training_state/<iter>.state of a run)")
+    try:
+        state = TrainingState.from_dict(state)
+    except (TypeError, KeyError, AttributeError):  # not a dict, or not the keys a TrainingState has
+        raise ConfigError(f"`{path}` is not a training state (training_state/<iter>.state of a run)") from None
     models = path.parent.parent / "models"
-    for name, file in state["model_files"].items():
+    for name, file in state.model_files.items():
         if not (models / file).is_file():
             raise ConfigError(f"training state `{path}` needs the weights of `{name}` at {models / file}, which "
                               "is missing; resume from another state (or --resume auto: the newest complete one)")

@@ -11,5 +11,5 @@ class RunContext:
     opt: Dict[str, Any]  # the parsed recipe
     networks: Dict[str, nn.Module]  # by recipe name; trainable ones may be wrapped in DDP
     device: torch.device
-    step: int = 0  # the current iteration (1-based while training)
+    iteration: int = 0  # the current iteration (1-based while training)
     training: bool = True  # False while evaluators run the injectors (image_patch then passes whole images)

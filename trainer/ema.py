@@ -12,10 +12,10 @@ class EMA:
         self.shadow = {k: v.detach().clone() for k, v in net.state_dict().items()}
 
     @torch.no_grad()
-    def update(self, net: nn.Module, step: int) -> None:
+    def update(self, net: nn.Module, iteration: int) -> None:
         # Early on the average would mostly hold the random initial weights: ramp the decay up with the
-        # step count (as TensorFlow's ExponentialMovingAverage with num_updates does).
-        decay = min(self.decay, (1 + step) / (10 + step))
+        # iteration (as TensorFlow's ExponentialMovingAverage with num_updates does).
+        decay = min(self.decay, (1 + iteration) / (10 + iteration))
         for key, value in net.state_dict().items():
             if value.dtype.is_floating_point:
                 self.shadow[key].lerp_(value, 1 - decay)

@@ -12,18 +12,24 @@ import torch
 from models.vgg_features import VGGFeatures, cached_weights, missing_weights_message
 from trainer.losses import CRITERIA, LOSSES, Loss
 from utils.errors import ConfigError
-from utils.options import LOSS_TYPES, PATH_CHECKS, REQUIRED, Key
+from utils.recipe_keys import REQUIRED, Key, recipe_rule
 
-LOSS_TYPES["feature"] = {"which_model_F": Key(str, "vgg"), "criterion": Key(str, "l1"),
-                         "real": Key(str, REQUIRED), "fake": Key(str, REQUIRED), "load_path": Key(str)}
+KEYS = {
+    "which_model_F": Key(str, "vgg", "the feature network: vgg (VGG19 conv5_4, before the activation)"),
+    "criterion": Key(str, "l1", "l1, l2 or charbonnier"),
+    "real": Key(str, REQUIRED, "state key of the target image"),
+    "fake": Key(str, REQUIRED, "state key of the output"),
+    "load_path": Key(str, None, "VGG19 weights (default: torchvision's cache file; nothing is downloaded)"),
+}
 
 
 def weights_path(opt: Dict[str, Any]) -> Path:
     return Path(opt["load_path"]).expanduser() if opt.get("load_path") else cached_weights()
 
 
+@recipe_rule(reads_files=True)
 def check_weights(opt: Dict[str, Any]) -> List[str]:
-    """Recipe check: every feature loss has its VGG19 weights on disk."""
+    """Every feature loss has its VGG19 weights on disk."""
     problems = []
     for step_name, step in opt["steps"].items():
         for name, loss in step["losses"].items():
@@ -37,10 +43,8 @@ def check_weights(opt: Dict[str, Any]) -> List[str]:
     return problems
 
 
-PATH_CHECKS.append(check_weights)
 
-
-@LOSSES.register("feature")
+@LOSSES.register("feature", keys=KEYS)
 class FeatureLoss(Loss):
     def __init__(self, name: str, opt: Dict[str, Any], env: Any):
         super().__init__(name, opt, env)

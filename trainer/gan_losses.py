@@ -15,15 +15,28 @@ from torch import nn
 from trainer.losses import LOSSES, Loss
 from utils.dist import unwrap
 from utils.errors import ConfigError
-from utils.options import LOSS_TYPES, REQUIRED, STR_OR_LIST, TEXT, Key
+from utils.recipe_keys import NUM, REQUIRED, STR_OR_LIST, TEXT, Key
 
 GAN_TYPES = ("gan", "ragan", "lsgan")
 GRADIENT_PENALTY_WEIGHT = 10.0
-COMMON_KEYS = {"gan_type": Key(str, "gan"), "real": Key(STR_OR_LIST, REQUIRED, items=TEXT),
-               "fake": Key(STR_OR_LIST, REQUIRED, items=TEXT), "noise": Key(float, 0, at_least=0)}
-LOSS_TYPES["discriminator_gan"] = {**COMMON_KEYS, "gradient_penalty": Key(bool, False),
-                                   "discriminator": Key(str)}  # default: the network its step trains
-LOSS_TYPES["generator_gan"] = {**COMMON_KEYS, "discriminator": Key(str, REQUIRED), "detach_real": Key(bool, True)}
+COMMON_KEYS = {
+    "gan_type": Key(str, "gan", "gan, ragan or lsgan"),
+    "real": Key(STR_OR_LIST, REQUIRED, "state key(s) of the real images, the discriminator's inputs", items=TEXT),
+    "fake": Key(STR_OR_LIST, REQUIRED, "state key(s) of the generated images", items=TEXT),
+    "noise": Key(NUM, 0, "uniform noise in [0, noise) added to both inputs of the discriminator", at_least=0),
+}
+DISCRIMINATOR_GAN_KEYS = {
+    **COMMON_KEYS,
+    "gradient_penalty": Key(bool, False, "add 10 * (|d D(real) / d real| - 1)^2 to the loss"),
+    "discriminator": Key(str, None, "the discriminator (default: the network its step trains)",
+                         names=("networks", "network")),
+}
+GENERATOR_GAN_KEYS = {
+    **COMMON_KEYS,
+    "discriminator": Key(str, REQUIRED, "the discriminator that judges the generator's output",
+                         names=("networks", "network")),
+    "detach_real": Key(bool, True, "no gradient through the real images"),
+}
 
 
 class GanLoss(Loss):
@@ -58,7 +71,7 @@ class GanLoss(Loss):
         return net if name in self.step_networks else unwrap(net)
 
 
-@LOSSES.register("discriminator_gan")
+@LOSSES.register("discriminator_gan", keys=DISCRIMINATOR_GAN_KEYS)
 class DiscriminatorGanLoss(GanLoss):
     """Trains the discriminator (the network its step trains) to tell `real` from `fake` (detached)."""
 
@@ -82,7 +95,7 @@ def gradient_penalty(images: torch.Tensor, logits: torch.Tensor) -> torch.Tensor
     return GRADIENT_PENALTY_WEIGHT * ((grads.flatten(1).norm(2, dim=1) - 1) ** 2).mean()
 
 
-@LOSSES.register("generator_gan")
+@LOSSES.register("generator_gan", keys=GENERATOR_GAN_KEYS)
 class GeneratorGanLoss(GanLoss):
     """Trains the generator to make `discriminator` call `fake` real; the discriminator itself is frozen."""
 

@@ -12,13 +12,16 @@ import torch.nn.functional as F
 
 from trainer.injectors import INJECTORS, Injector
 from utils.errors import ConfigError
-from utils.options import INJECTOR_TYPES, REQUIRED, Key
+from utils.recipe_keys import REQUIRED, Key
 
-INJECTOR_TYPES["image_patch"] = {"patch_size": Key(int, REQUIRED, at_least=1), "resize": Key(int, at_least=1)}
+KEYS = {
+    "patch_size": Key(int, REQUIRED, "the side of the square patches", at_least=1),
+    "resize": Key(int, None, "resize the patches to a square of this side (nearest neighbour)", at_least=1),
+}
 CORNERS = ("top_left", "top_right", "bottom_left", "bottom_right")
 
 
-@INJECTORS.register("image_patch")
+@INJECTORS.register("image_patch", keys=KEYS)
 class ImagePatchInjector(Injector):
     def __call__(self, state: Dict[str, Any]) -> Dict[str, Any]:
         image, out, p = self.lookup(self.opt["in"], state), self.opt["out"], self.opt["patch_size"]

@@ -7,9 +7,23 @@ from trainer.context import RunContext
 from utils.dist import unwrap
 from utils.errors import ConfigError
 from utils.options import as_list
+from utils.recipe_keys import ANY, REQUIRED, STR_OR_LIST, TEXT, Key
 from utils.registry import Registry
 
 INJECTORS = Registry("injector")
+
+# When an injector, a loss or a step runs (DLAS's keys): every `every` iterations from `after` on, until `before`.
+SCHEDULE_KEYS = {
+    "every": Key(int, 1, "runs every this many iterations", at_least=1),
+    "after": Key(int, 0, "from this iteration on", at_least=0),
+    "before": Key(int, -1, "until this iteration (-1: never stops)", at_least=-1),
+}
+INJECTOR_KEYS = {  # of every injector
+    "type": Key(str, REQUIRED, "the injector (see below)"),
+    "in": Key(ANY, None, "state key(s) (or None, a number, a boolean) passed as positional arguments"),
+    "out": Key(STR_OR_LIST, None, "state key(s) the outputs are written to", items=TEXT),
+    **SCHEDULE_KEYS,
+}
 
 
 def active(opt: Dict[str, Any], it: int) -> bool:
@@ -43,7 +57,13 @@ class Injector:
         raise NotImplementedError
 
 
-@INJECTORS.register("generator")
+@INJECTORS.register("generator", keys={
+    "generator": Key(str, REQUIRED, "the network to call", names=("networks", "network")),
+    "grad": Key(bool, True, "false: run without gradients"),
+    "method": Key(str, None, "call this method of the network instead of forward"),
+    "args": Key(dict, {}, "keyword arguments added to the call"),
+    "fp16": Key(bool, True, "accepted for DLAS's recipes; mixed precision is the top-level `fp16`"),
+})
 class GeneratorInjector(Injector):
     """Calls network `generator` with positional arguments from `in:` and names its outputs by `out:`."""
 

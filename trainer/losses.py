@@ -6,9 +6,16 @@ import torch.nn.functional as F
 
 from trainer.context import RunContext
 from utils.errors import ConfigError
+from trainer.injectors import SCHEDULE_KEYS
+from utils.recipe_keys import NUM, REQUIRED, Key
 from utils.registry import Registry
 
 LOSSES = Registry("loss")
+LOSS_KEYS = {  # of every loss
+    "type": Key(str, REQUIRED, "the loss (see below)"),
+    "weight": Key(NUM, 1, "the loss is multiplied by this before the step sums its losses"),
+    **SCHEDULE_KEYS,
+}
 
 
 def charbonnier(fake: torch.Tensor, real: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
@@ -35,7 +42,12 @@ class Loss:
         raise NotImplementedError
 
 
-@LOSSES.register("pix")
+@LOSSES.register("pix", keys={
+    "criterion": Key(str, "l1", "l1, l2 or charbonnier"),
+    "real": Key(str, REQUIRED, "state key of the target image"), "fake": Key(str, REQUIRED, "state key of the output"),
+    "real_scale": Key(NUM, 1, "the target is multiplied by this"), "real_offset": Key(NUM, 0, "then this is added"),
+    "report_metrics": Key(bool, False, "accepted for DLAS's recipes; no effect"),
+})
 class PixLoss(Loss):
     """Pixel loss between state[fake] and state[real] (scaled/offset as DLAS allows)."""
 
@@ -51,7 +63,11 @@ class PixLoss(Loss):
         return self.criterion(self.read(state, self.opt["fake"]).float(), real.float())
 
 
-@LOSSES.register("direct")
+@LOSSES.register("direct", keys={
+    "key": Key(str, REQUIRED, "state key whose mean is the loss (SRFlow's `nll`)"),
+    "inverted": Key(bool, False, "minimise minus the value"),
+    "annealing_termination_step": Key(int, 0, "> 0: the weight falls linearly to 0 by this iteration", at_least=0),
+})
 class DirectLoss(Loss):
     """The mean of a state tensor (e.g. SRFlow's NLL), optionally negated and annealed in."""
 
@@ -61,7 +77,7 @@ class DirectLoss(Loss):
             loss = -loss
         anneal = self.opt["annealing_termination_step"]
         if anneal > 0:
-            loss = loss * min(self.env.step, anneal) / anneal
+            loss = loss * min(self.env.iteration, anneal) / anneal
         return loss
 
 

@@ -5,13 +5,10 @@ The trainer reads every other key afresh on resume (schedules are functions of t
 hyperparameters are re-applied to the loaded optimizer, datasets and evaluators are rebuilt), which is
 what makes "applied" true.
 """
-from typing import Any, Iterator, List, Tuple
+from typing import Any, Dict, Iterator, List, Tuple
 
 from utils.errors import ConfigError
-
-# Network keys that may change on resume; any other key under `networks.<name>` shapes the weights.
-NETWORK_KEYS_MAY_CHANGE = ("train_RRDB", "train_RRDB_delay", "pretrain_rrdb", "blocks_per_checkpoint",
-                           "flow.gaussian_loss_weight", "flow.augmentation", "flow.patch_size")
+from utils.options import declarations_along
 # Pretrained weights are not used on resume: the checkpoint's weights replace them.
 UNUSED_ON_RESUME = "ignored on resume: the checkpoint's weights are loaded"
 NOT_COMPARED = ("recipe_path", "dist", "is_train")  # bookkeeping; of `path.*` only pretrained weights count
@@ -35,14 +32,14 @@ def differences(old: Any, new: Any, where: str = "") -> Iterator[Tuple[str, Any,
         yield where, old, new
 
 
-def _verdict(key: str) -> str:
-    """'applied', 'ignored on resume: ...', or 'fixed' for a key whose change cannot be applied."""
+def _verdict(key: str, new: Dict[str, Any]) -> str:
+    """'applied', 'ignored on resume: ...', or 'fixed' for a key whose change cannot be applied. A network's key
+    may change when it, or a section above it, is declared `weights_fit` (utils/recipe_keys.py)."""
     parts = key.split(".")
     if parts[0] == "networks" and len(parts) > 1:
-        rest = ".".join(parts[2:])
-        if rest == "pretrain_rrdb":
+        if parts[2:] == ["pretrain_rrdb"]:
             return UNUSED_ON_RESUME
-        if not any(rest == k or rest.startswith(k + ".") for k in NETWORK_KEYS_MAY_CHANGE):
+        if not any(getattr(spec, "weights_fit", False) for spec in declarations_along(new, parts)[2:]):
             return "fixed"
     if key.startswith("path.pretrain_model_"):
         return UNUSED_ON_RESUME
@@ -56,7 +53,7 @@ def review(old: Any, new: Any) -> List[str]:
     for key, before, after in differences(plain(old or {}), plain(new)):
         if key.startswith(NOT_COMPARED) or (key.startswith("path.") and not key.startswith("path.pretrain_model_")):
             continue
-        verdict = _verdict(key)
+        verdict = _verdict(key, new)
         if verdict == "fixed":
             fixed.append(f"`{key}` ({before!r} -> {after!r})")
         else:

@@ -37,9 +37,10 @@ class RRDBFreezing:
     def __init__(self, opt: Dict[str, Any], networks: Dict[str, nn.Module]):
         self.networks = networks
         self.niter = opt["train"]["niter"]
+        # Whether each network was built with its RRDB trainable (the recipe's `train_RRDB`, read by the network)
+        self.train_rrdb = {name: is_flow(net) and unwrap(net).train_rrdb for name, net in networks.items()}
         self.delays = {name: o["train_RRDB_delay"] for name, o in opt["networks"].items()
-                       if o.get("train_RRDB_delay") is not None and not o.get("train_RRDB")}
-        self.train_rrdb = {name: bool(o.get("train_RRDB")) for name, o in opt["networks"].items()}
+                       if o.get("train_RRDB_delay") is not None and not self.train_rrdb[name]}
         self.rule: Optional[Dict[str, Any]] = opt["train"].get("auto_unfreeze")
         self.plateau: Dict[str, Any] = {"best": None, "stale": 0}
 

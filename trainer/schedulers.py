@@ -9,10 +9,18 @@ import math
 from typing import Any, Callable, Dict, List, Tuple
 
 from utils.errors import ConfigError
+from utils.recipe_keys import COUNT, NUM, Key, declare_section
 from utils.registry import Registry
 
 Schedule = Callable[[int, float], float]
 SCHEDULERS = Registry("lr scheme")
+
+# `train` keys the schemes read (each scheme registers those it reads).
+RESTARTS = {
+    "restarts": Key(list, [], "iterations at which the lr jumps back up", items=COUNT),
+    "restart_weights": Key(list, [], "to this times the base lr, one per restart", items=Key(NUM, at_least=0)),
+}
+ETA_MIN = Key(NUM, 0, "the lowest lr of a cosine", at_least=0)
 
 
 def milestones(opt_train: Dict[str, Any]) -> List[int]:
@@ -38,7 +46,12 @@ def segment(it: int, points: List[Tuple[int, float]]) -> Tuple[int, float, int]:
     return (0, 1.0, 0) if i == 0 else (points[i - 1][0], points[i - 1][1], i)
 
 
-@SCHEDULERS.register("MultiStepLR")
+@SCHEDULERS.register("MultiStepLR", keys={
+    "gen_lr_steps": Key(list, [], "iterations at which the lr is multiplied by `lr_gamma`", items=COUNT),
+    "lr_steps_rel": Key(list, None, "the same as fractions of `niter` (the official SRFlow configs); wins",
+                        items=Key(NUM, at_least=0)),
+    "lr_gamma": Key(NUM, 0.5, "factor applied at each of those", at_least=0),
+    **RESTARTS})
 def multi_step(opt_train: Dict[str, Any]) -> Schedule:
     steps, gamma, points = milestones(opt_train), opt_train["lr_gamma"], restarts(opt_train)
 
@@ -48,14 +61,16 @@ def multi_step(opt_train: Dict[str, Any]) -> Schedule:
     return lr
 
 
-@SCHEDULERS.register("CosineAnnealingLR")
+@SCHEDULERS.register("CosineAnnealingLR", keys={"eta_min": ETA_MIN})
 def cosine(opt_train: Dict[str, Any]) -> Schedule:
     """From the base lr at iteration 0 down to `eta_min` at `niter`."""
     total, floor = opt_train["niter"], opt_train["eta_min"]
     return lambda it, base: floor + (base - floor) * 0.5 * (1 + math.cos(math.pi * min(it, total) / total))
 
 
-@SCHEDULERS.register("CosineAnnealingLR_Restart")
+@SCHEDULERS.register("CosineAnnealingLR_Restart", keys={
+    "T_period": Key(list, None, "iterations of each cosine segment", items=Key(int, at_least=1)),
+    "eta_min": ETA_MIN, **RESTARTS})
 def cosine_restart(opt_train: Dict[str, Any]) -> Schedule:
     """The official SRFlow/BasicSR scheme: segment i (split by `restarts`) falls along a half cosine of
     `T_period[i]` iterations from `restart_weights` x base to `eta_min`."""
@@ -73,6 +88,13 @@ def cosine_restart(opt_train: Dict[str, Any]) -> Schedule:
 @SCHEDULERS.register("constant")
 def constant(opt_train: Dict[str, Any]) -> Schedule:
     return lambda it, base: base
+
+
+declare_section("train", {
+    "default_lr_scheme": Key(str, "MultiStepLR", "the lr schedule: " + ", ".join(SCHEDULERS.names())),
+    "warmup_iter": Key(int, -1, "the lr ramps up linearly over this many iterations (-1: none)", at_least=-1),
+    **{key: spec for name in SCHEDULERS.names() for key, spec in SCHEDULERS.keys_of(name).items()},
+})
 
 
 def build_lr_schedule(opt_train: Dict[str, Any]) -> Schedule:

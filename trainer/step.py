@@ -8,16 +8,49 @@ import torch
 from torch import nn
 
 from trainer.context import RunContext
-from trainer.injectors import active, build_injectors
-from trainer.losses import build_losses
+from trainer.injectors import INJECTOR_KEYS, INJECTORS, SCHEDULE_KEYS, active, build_injectors
+from trainer.losses import LOSS_KEYS, LOSSES, build_losses
+from models import is_flow
 from utils.dist import unwrap
 from utils.errors import ConfigError
 from utils.options import as_list
+from utils.recipe_keys import (FRACTION, NUM, REQUIRED, STR_OR_LIST, TEXT, Key, Mapping, Variant, declare_section,
+                               recipe_rule)
+
+OPTIMIZER_KEYS = {
+    "lr": Key(NUM, 1e-4, "learning rate", above=0),
+    "weight_decay": Key(NUM, 0, "Adam's weight decay", at_least=0),
+    "beta1": Key(NUM, 0.9, "Adam's beta1", **FRACTION), "beta2": Key(NUM, 0.99, "Adam's beta2", **FRACTION),
+    "eps": Key(NUM, 1e-8, "Adam's eps", above=0),
+    "lr_RRDB": Key(NUM, None, "SRFlow's RRDB's learning rate once it trains (default: `lr`)", above=0),
+}
+# Older DLAS recipes (its ESRGAN ones) set these on the step itself; they win over `optimizer_params`'s.
+STEP_LEVEL_OPTIMIZER_KEYS = ("lr", "weight_decay", "beta1", "beta2")
+STEP_KEYS = {  # a recipe's `steps.<name>`
+    "training": Key(STR_OR_LIST, REQUIRED, "the network(s) this step's optimizer updates", items=TEXT,
+                    names=("networks", "network")),
+    "optimizer": Key(str, "adam", "adam or adamw"),
+    "optimizer_params": OPTIMIZER_KEYS,
+    **{key: Key(NUM, None, f"as `optimizer_params.{key}`, which it overrides (DLAS's older recipes)",
+                at_least=OPTIMIZER_KEYS[key].at_least, above=OPTIMIZER_KEYS[key].above,
+                below=OPTIMIZER_KEYS[key].below, fill=False)
+       for key in STEP_LEVEL_OPTIMIZER_KEYS},
+    "injectors": Mapping(Variant("type", INJECTORS, INJECTOR_KEYS), "injectors by name, run in order"),
+    "losses": Mapping(Variant("type", LOSSES, LOSS_KEYS), "losses by name, summed by weight"),
+    "clip_grad_norm": Key(NUM, None, "clip the gradient norm of the step's parameters (0 or absent: no clipping)",
+                          at_least=0),
+    **SCHEDULE_KEYS,
+}
+declare_section("steps", Mapping(STEP_KEYS, "optimisation steps by name, run in order each iteration"))
 
 
-def _in_rrdb(param_name: str) -> bool:
-    """Whether a `<network>.<parameter>` name belongs to SRFlow's RRDB (the official code's rule)."""
-    return ".RRDB." in param_name
+@recipe_rule(order=15)
+def step_level_optimizer_keys(opt: Dict[str, Any]) -> None:
+    """A step's own `lr`, `weight_decay`, `beta1`, `beta2` move into its `optimizer_params`."""
+    for step in opt["steps"].values():
+        for key in STEP_LEVEL_OPTIMIZER_KEYS:
+            if key in step:
+                step["optimizer_params"][key] = step.pop(key)
 
 
 def split_batch(state: Dict[str, Any], parts: int) -> List[Dict[str, Any]]:
@@ -80,6 +113,9 @@ class Step:
     def __init__(self, name: str, opt: Dict[str, Any], env: RunContext):
         self.name, self.opt, self.env = name, opt, env
         self.networks = as_list(opt["training"])
+        # `<network>.<parameter>` names of the SRFlow RRDBs this step trains: their lr is `lr_RRDB`
+        self.rrdb_names = {f"{net}.{p}" for net in self.networks if is_flow(env.networks[net])
+                           for p in unwrap(env.networks[net]).rrdb_parameter_names()}
         self.injectors = build_injectors(opt["injectors"], env, f"steps.{name}.injectors")
         self.losses = build_losses(opt["losses"], env, f"steps.{name}.losses")
         for loss in self.losses:
@@ -111,7 +147,7 @@ class Step:
         known = {n for group in self.param_names for n in group}
         new = [(n, p) for n, p in self.named_parameters(trainable_only=True) if n not in known]
         for in_rrdb in (False, True):
-            part = [(n, p) for n, p in new if _in_rrdb(n) == in_rrdb]
+            part = [(n, p) for n, p in new if (n in self.rrdb_names) == in_rrdb]
             if part:
                 self._add_group([n for n, _ in part], [p for _, p in part])
         return len(new)
@@ -120,7 +156,7 @@ class Step:
         """The recipe's learning rate for a group: `lr_RRDB` for SRFlow's RRDB (official SRFlow's option;
         in the step's optimizer_params or under `train`), `lr` for everything else."""
         o, train = self.opt["optimizer_params"], self.env.opt["train"]
-        if names and all(_in_rrdb(n) for n in names):
+        if names and all(n in self.rrdb_names for n in names):
             for value in (o.get("lr_RRDB"), train.get("lr_RRDB")):
                 if value is not None:
                     return value

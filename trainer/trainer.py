@@ -20,11 +20,13 @@ from trainer.evaluators import build_evaluators
 from trainer.logger import RunLogger
 from trainer.rrdb_freezing import RRDBFreezing, find_unused
 from trainer.schedulers import build_lr_schedule
+from trainer.state_keys import check_state_keys
 from trainer.step import Step
 from trainer.stop_signals import StopSignals
+from trainer.training_state import TrainingState
 from utils import dist
 from utils.dist import unwrap
-from utils.errors import ConfigError, TrainingInterrupted, TrainingStopped
+from utils.errors import ConfigError, DataError, TrainingInterrupted, TrainingStopped
 
 
 def grad_scaler() -> Any:
@@ -42,6 +44,7 @@ class Trainer:
             raise ConfigError("the recipe has no `steps`: nothing to train (a test recipe? use test.py)")
         if fresh and resume:
             raise ConfigError("--fresh (start afresh) and --resume (continue) exclude each other; choose one")
+        check_state_keys(opt)
         self.opt = opt
         self.rank0 = dist.rank() == 0
         self.root = Path(opt["path"]["experiments_root"])
@@ -53,6 +56,9 @@ class Trainer:
         except BaseException:
             self.close()
             raise
+        # What the folder holds before this run writes anything: a fresh start that fails before its first
+        # iteration removes what it wrote since (its log), so that it never blocks the corrected command.
+        self.paths_before = set(self.root.rglob("*")) if self.lock and not self.resume_path else None
         self.logger.open_files()
 
     def _build(self, resume: Optional[str], fresh: bool) -> None:
@@ -64,7 +70,7 @@ class Trainer:
         torch.manual_seed(opt["manual_seed"] + dist.rank())
         self.resume_path = self._resume_path(resume)
         resume_state = checkpoint.load_training_state(self.resume_path) if self.resume_path else None
-        changes = recipe_changes.review(resume_state.get("opt"), opt) if resume_state else []  # refusals first
+        changes = recipe_changes.review(resume_state.opt, opt) if resume_state else []  # refusals first
         if resume_state is None and self.lock:
             # `--resume auto` with nothing to resume (a run stopped before its first checkpoint) starts afresh
             # too: what that run left is moved aside, not written over.
@@ -97,10 +103,14 @@ class Trainer:
         self.train_set = build_dataset(train_opt, opt, "train")
         self.train_loader = build_dataloader(self.train_set, train_opt, "train", opt["manual_seed"])
         self.evaluators = build_evaluators(opt, self.env)
-        self.it, self.epoch, self.sample_in_epoch, self.nan_skips = 0, 0, 0, 0
-        self.first_nonfinite: Optional[int] = None  # iteration of the current run of non-finite losses
+        self.it, self.epoch, self.sample_in_epoch = 0, 0, 0
+        # Per step: how many of its losses in a row were non-finite, and the iteration of the first of them.
+        # Counted per step, so a step that is always non-finite stops the run even while another one is fine.
+        self.nan_skips: Dict[str, int] = {}
+        self.first_nonfinite: Dict[str, int] = {}
         self.lineage: List[Dict[str, Any]] = []  # this run's checkpoints: the only ones it may prune
         self.saved_at: Optional[int] = None
+        self.iterations_done = 0  # by this process, since it started
         self.metrics_history: List[Dict[str, Any]] = []
         self.freezing = RRDBFreezing(opt, self.networks)
         if resume_state is not None:
@@ -168,33 +178,32 @@ class Trainer:
             self.networks[name] = dist.wrap_ddp(net, self.device, find_unused=find_unused(net))
 
     # ------------------------------------------------------------------------------------ checkpoints
-    def _load_training_state(self, path: Path, state: Dict[str, Any], changes: List[str]) -> None:
+    def _load_training_state(self, path: Path, state: TrainingState, changes: List[str]) -> None:
+        """Restore everything a checkpoint holds: weights, moving averages, and the TrainingState."""
         models = path.parent.parent / "models"
         for name, net in self.networks.items():
-            file = state["model_files"].get(name)
+            file = state.model_files.get(name)
             if file is None:
                 raise ConfigError(f"checkpoint {path} has no weights for network `{name}`")
             load_network_weights(net, models / file, strict=True)
         for name, ema in self.emas.items():
-            if name in state.get("ema", {}):
-                ema.load_state_dict(state["ema"][name])
-        self.env.step = self.it = state["iter"]
-        # Older checkpoints kept the policy's memory at the top level.
-        for name in self.freezing.resumed(state.get("freezing", state), self.it):
+            file = state.model_files.get(checkpoint.ema_name(name))
+            if file is not None:  # absent when the saved run kept no average
+                ema.load_state_dict(checkpoint.load_file(models / file))
+        self.env.iteration = self.it = state.iteration
+        for name in self.freezing.resumed(state.freezing, self.it):
             self.unfreeze(name, "", announce=False)
         for name, reason in self.freezing.at_iteration(self.it):
             self.unfreeze(name, reason, announce=False)
         for step in self.steps:
-            if step.name in state["steps"]:
-                step.load_state_dict(state["steps"][step.name])
-        if self.scaler and state.get("scaler"):
-            self.scaler.load_state_dict(state["scaler"])
-        batch = self.opt["datasets"]["train"]["batch_size"]
-        self.epoch = state["epoch"]
-        self.sample_in_epoch = state.get("sample_in_epoch", state.get("batch_in_epoch", 0) * batch)
-        self.metrics_history = list(state.get("metrics_history", []))
-        self.lineage = [e for e in state.get("lineage", []) if e["iter"] <= self.it]
-        rngs = state["rng"]  # one per process of the run that saved it
+            if step.name in state.steps:
+                step.load_state_dict(state.steps[step.name])
+        if self.scaler and state.scaler:
+            self.scaler.load_state_dict(state.scaler)
+        self.epoch, self.sample_in_epoch = state.epoch, state.sample_in_epoch
+        self.metrics_history = list(state.metrics_history)
+        self.lineage = [e for e in state.lineage if e["iter"] <= self.it]
+        rngs = state.rng
         checkpoint.set_rng_state(rngs[min(dist.rank(), len(rngs) - 1)])
         for line in changes:
             self.log.info(f"recipe changed since the checkpoint: {line}")
@@ -218,26 +227,22 @@ class Trainer:
         rng = dist.gather(checkpoint.rng_state())  # every process takes part; only rank 0 writes
         if not self.rank0:
             return
-        state = {
-            "epoch": self.epoch, "sample_in_epoch": self.sample_in_epoch,
-            "steps": {s.name: s.state_dict() for s in self.steps},
-            "scaler": self.scaler.state_dict() if self.scaler else None,
-            "rng": rng,
-            "ema": {n: e.state_dict() for n, e in self.emas.items()},
-            "metrics_history": self.metrics_history,
-            "freezing": self.freezing.state_dict(),
-            "opt": recipe_changes.plain(self.opt),
-        }
+        state = TrainingState(
+            iteration=self.it, epoch=self.epoch, sample_in_epoch=self.sample_in_epoch,
+            steps={s.name: s.state_dict() for s in self.steps},
+            scaler=self.scaler.state_dict() if self.scaler else None, rng=rng,
+            metrics_history=self.metrics_history, freezing=self.freezing.state_dict(),
+            opt=recipe_changes.plain(self.opt))
         weights = {n: unwrap(net).state_dict() for n, net in self.networks.items()}
-        weights.update({f"{n}_ema": e.state_dict() for n, e in self.emas.items()})
-        bad = checkpoint.first_nonfinite({"weights": weights, "steps": state["steps"]})
+        weights.update({checkpoint.ema_name(n): e.state_dict() for n, e in self.emas.items()})
+        bad = checkpoint.first_nonfinite({"weights": weights, "steps": state.steps})
         if bad:
             raise TrainingStopped(f"iteration {self.it}: `{bad}` holds inf or NaN, so no checkpoint was written; "
                                   f"{self._last_good_checkpoint()}. Lower the learning rate or clip gradients "
                                   "(steps.<step>.clip_grad_norm)")
         try:
-            recipes = {n: recorded_section(self.opt, n.removesuffix("_ema")) for n in weights
-                       if n.removesuffix("_ema") in self.opt["networks"]}  # what each weights file records
+            recipes = {n: recorded_section(self.opt, checkpoint.network_of(n)) for n in weights
+                       if checkpoint.network_of(n) in self.opt["networks"]}  # what each weights file records
             path = checkpoint.save_checkpoint(self.opt["path"], self.it, weights, state, self.lineage,
                                               keep=self.opt["logger"]["keep_checkpoints"], recipes=recipes,
                                               weights_format=self.opt["logger"]["weights_format"])
@@ -283,12 +288,28 @@ class Trainer:
         saves a checkpoint and raises TrainingInterrupted. The experiment folder is released at the end."""
         try:
             self._fit()
+        except Exception:
+            self.close()
+            self._forget_failed_start()
+            raise
         finally:
             self.close()
         return self.metrics_history
 
+    def _forget_failed_start(self) -> None:
+        """A fresh start that failed before finishing an iteration (a recipe mistake found by the first
+        step) leaves no files behind: the corrected command starts as if it never ran."""
+        if self.paths_before is None or self.iterations_done or self.saved_at is not None:
+            return
+        written = set(run_folder.earlier_files(self.root)) - self.paths_before
+        for path in written:
+            path.unlink(missing_ok=True)
+        for folder in sorted(set(self.root.rglob("*")) - self.paths_before, reverse=True):  # deepest first
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+
     def _fit(self) -> None:
-        opt_train, opt_log = self.opt["train"], self.opt["logger"]
+        opt_train = self.opt["train"]
         niter = opt_train["niter"]
         self.log.info(f"training `{self.opt['name']}` on {self.device} from iteration {self.it} to {niter}; "
                       f"batch size {self.opt['datasets']['train']['batch_size']} per process x {dist.world_size()} process(es)")
@@ -299,32 +320,66 @@ class Trainer:
         timer = time.time()
         with StopSignals() as stops:
             try:
-                while self.it < niter and not stops.stop_requested():
-                    self.it += 1
-                    self.env.step = self.it
-                    for name, reason in self.freezing.at_iteration(self.it):
-                        self.unfreeze(name, reason)
-                    logs = self.train_step(self.to_device(next(data)))
-                    bar.update(1)
-                    bar.set_postfix({k.split("/")[-1]: f"{v:.4g}" for k, v in logs.items()}, refresh=False)
-                    if self.it % opt_log["print_freq"] == 0:
-                        rate = opt_log["print_freq"] / max(time.time() - timer, 1e-9)
-                        timer = time.time()
-                        lr = self.steps[0].optimizer.param_groups[0]["lr"]
-                        self.log.info(f"iter {self.it:>7d} lr {lr:.3g} {rate:.2f} it/s " +
-                                      " ".join(f"{k} {v:.4g}" for k, v in logs.items()))
-                        self.logger.scalars({**logs, "lr": lr}, self.it, "train/")
-                    # The checkpoint comes first: a validation that fails cannot cost the iterations since the last one.
-                    if self._due(opt_log["save_checkpoint_freq"]):
-                        self.save()
-                    if self._due(opt_train["val_freq"]):
-                        self.validate()
+                self._loop(data, stops, bar, timer)
+            except DataError as e:
+                self._stop_on_data(e)
             finally:
                 bar.close()
             if self.it < niter:
                 self._stop_on_signal(stops)
         if self.metrics_history and self.rank0:
             self.log.info("final validation: " + _psnr_summary(self.metrics_history[-1]))
+
+    def _loop(self, data: Iterator[Dict[str, Any]], stops: StopSignals, bar: Any, timer: float) -> None:
+        opt_train, opt_log = self.opt["train"], self.opt["logger"]
+        niter = opt_train["niter"]
+        while self.it < niter and not stops.stop_requested():
+            batch = self._next_batch(data, stops)
+            if batch is None:
+                break
+            self.it += 1
+            self.env.iteration = self.it
+            for name, reason in self.freezing.at_iteration(self.it):
+                self.unfreeze(name, reason)
+            logs = self.train_step(self.to_device(batch))
+            self.iterations_done += 1
+            bar.update(1)
+            bar.set_postfix({k.split("/")[-1]: f"{v:.4g}" for k, v in logs.items()}, refresh=False)
+            if self.it % opt_log["print_freq"] == 0:
+                rate = opt_log["print_freq"] / max(time.time() - timer, 1e-9)
+                timer = time.time()
+                lr = self.steps[0].optimizer.param_groups[0]["lr"]
+                self.log.info(f"iter {self.it:>7d} lr {lr:.3g} {rate:.2f} it/s " +
+                              " ".join(f"{k} {v:.4g}" for k, v in logs.items()))
+                self.logger.scalars({**logs, "lr": lr}, self.it, "train/")
+            # The checkpoint comes first: a validation that fails cannot cost the iterations since the last one.
+            if self._due(opt_log["save_checkpoint_freq"]):
+                self.save()
+            if self._due(opt_train["val_freq"]):
+                self.validate()
+
+    @staticmethod
+    def _next_batch(data: Iterator[Dict[str, Any]], stops: StopSignals) -> Optional[Dict[str, Any]]:
+        """The next batch, or None when the loader failed because a stop signal reached its workers too (the
+        iteration has not begun: the run stops and saves as for a signal to this process alone)."""
+        try:
+            return next(data)
+        except RuntimeError:
+            if stops.received is None:
+                raise
+            return None
+
+    def _stop_on_data(self, error: DataError) -> None:
+        """The data changed under the run (between iterations, or in a validation after its checkpoint): the
+        weights are whole, so they are saved first, and the run stops with one line naming the file."""
+        lines = [line for line in str(error).splitlines() if line.strip()]
+        reason = lines[-1].split("DataError: ", 1)[-1] if lines else "the data cannot be read"  # a worker's: its last line
+        if self.it > 0 and self.saved_at != self.it:
+            self.save()
+        where = f"saved {self.root / 'training_state' / f'{self.it}.state'}" if self.saved_at == self.it \
+            else self._last_good_checkpoint()
+        raise TrainingStopped(f"iteration {self.it}: {reason}; {where}. Restore the data (or fix the recipe's "
+                              "paths) and continue with --resume auto")
 
     def _stop_on_signal(self, stops: StopSignals) -> None:
         if self.saved_at != self.it:
@@ -347,24 +402,23 @@ class Trainer:
             if result.skipped:
                 self._count_nonfinite(step.name, result.logs)
             else:
-                self.nan_skips, self.first_nonfinite = 0, None
+                self.nan_skips.pop(step.name, None)
+                self.first_nonfinite.pop(step.name, None)
         for name, ema in self.emas.items():
             ema.update(unwrap(self.networks[name]), self.it)
         self._save_visuals(state)
         return logs
 
     def _count_nonfinite(self, step: str, logs: Dict[str, float]) -> None:
-        self.nan_skips += 1
-        if self.first_nonfinite is None:
-            self.first_nonfinite = self.it
+        skips = self.nan_skips[step] = self.nan_skips.get(step, 0) + 1
+        first = self.first_nonfinite.setdefault(step, self.it)
         self.log.warning(f"iteration {self.it}: non-finite loss in step `{step}` ({logs}); optimizer step "
-                         f"skipped ({self.nan_skips} in a row)")
-        if self.nan_skips > self.opt["train"]["max_nan_skips"]:
+                         f"skipped ({skips} in a row)")
+        if skips > self.opt["train"]["max_nan_skips"]:
             raise TrainingStopped(
-                f"{self.nan_skips} non-finite losses in a row at iteration {self.it} (the first at "
-                f"{self.first_nonfinite}): stopping so the weights stay as they were; "
-                f"{self._last_good_checkpoint(before=self.first_nonfinite)}. Lower the learning rate or check "
-                "the data")
+                f"{skips} non-finite losses in a row in step `{step}` at iteration {self.it} (the first at "
+                f"{first}): stopping so the weights stay as they were; "
+                f"{self._last_good_checkpoint(before=first)}. Lower the learning rate or check the data")
 
     def _save_visuals(self, state: Dict[str, Any]) -> None:
         rate = self.opt["logger"]["visual_debug_rate"]

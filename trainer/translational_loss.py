@@ -12,17 +12,23 @@ import torch
 
 from trainer.losses import CRITERIA, LOSSES, Loss
 from utils.errors import ConfigError
-from utils.options import LOSS_TYPES, REQUIRED, TEXT, Key
+from utils.recipe_keys import REQUIRED, TEXT, Key
 
-LOSS_TYPES["translational"] = {
-    "generator": Key(str, REQUIRED), "criterion": Key(str, "l1"), "real": Key(str, REQUIRED),
-    "fake": Key(list, REQUIRED, items=TEXT), "patch_size": Key(int, REQUIRED, at_least=1),
-    "overlap": Key(int, REQUIRED, at_least=1), "detach_fake": Key(bool, False),
-    "generator_output_index": Key(int, at_least=0), "input_alteration_index": Key(int, 0, at_least=0)}
+KEYS = {
+    "generator": Key(str, REQUIRED, "the generator fed the corner patches", names=("networks", "network")),
+    "criterion": Key(str, "l1", "l1, l2 or charbonnier"),
+    "real": Key(str, REQUIRED, "state key of the generator's output on the top-left patch"),
+    "fake": Key(list, REQUIRED, "the generator's inputs (state keys), one of them an image_patch output", items=TEXT),
+    "patch_size": Key(int, REQUIRED, "the HR side of the generator's output on a patch", at_least=1),
+    "overlap": Key(int, REQUIRED, "HR pixels where two neighbouring patches overlap", at_least=1),
+    "detach_fake": Key(bool, False, "no gradient through the corner patch's output"),
+    "generator_output_index": Key(int, None, "which output of the generator (when it returns several)", at_least=0),
+    "input_alteration_index": Key(int, 0, "which of `fake` is the image_patch output", at_least=0),
+}
 CORNERS = ("top_right", "bottom_left", "bottom_right")
 
 
-@LOSSES.register("translational")
+@LOSSES.register("translational", keys=KEYS)
 class TranslationalLoss(Loss):
     def __init__(self, name: str, opt: Dict[str, Any], env: Any):
         super().__init__(name, opt, env)

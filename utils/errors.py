@@ -17,6 +17,11 @@ class TrainingStopped(Exception):
     """Training cannot go on (e.g. a run of non-finite losses); the message says why and what to do."""
 
 
+class DataError(RuntimeError):
+    """The data went away under a running command (files deleted, cut short or shrunk since they were listed);
+    the message names a file and why it cannot be used."""
+
+
 class TrainingInterrupted(Exception):
     """A stop signal (SIGINT, SIGTERM, SIGHUP) ended training; the message says what was saved."""
 

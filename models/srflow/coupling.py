@@ -83,27 +83,43 @@ class CondAffineSeparatedAndCond(InvertibleLayer):
         self.channels_for_nn = in_channels // 2
         self.hidden_channels = hidden_channels
         self.eps = eps
-        self.fAffine = conditioning_net(self.channels_for_nn + cond_channels,
-                                        2 * (in_channels - self.channels_for_nn), hidden_channels)
-        self.fFeatures = conditioning_net(cond_channels, 2 * in_channels, hidden_channels)
+        self.build_net("fAffine", self.channels_for_nn + cond_channels, 2 * (in_channels - self.channels_for_nn))
+        self.build_net("fFeatures", cond_channels, 2 * in_channels)
 
-    def _first_conv(self, net: nn.Sequential) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+    # A conditioning net is named (fAffine, fFeatures); subclasses with other nets override these three.
+    def build_net(self, name: str, in_channels: int, out_channels: int) -> None:
+        """Registers conditioning net `name` under its official module names."""
+        setattr(self, name, conditioning_net(in_channels, out_channels, self.hidden_channels))
+
+    def first_conv(self, name: str) -> nn.Conv2d:
+        """The net's first (3x3) convolution: a ConvActNorm or a convolution with `needs_init` and `folded`."""
+        return getattr(self, name)[0]
+
+    def after_first(self, name: str, h: torch.Tensor) -> torch.Tensor:
+        """The rest of the net, from its first convolution's activated output."""
+        net = getattr(self, name)
+        return net[4](torch.relu(net[2](h)))
+
+    def _first_conv(self, name: str) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         """(weight, bias) of a conditioning net's first convolution, its ActNorm folded in when initialised."""
-        conv = net[0]
+        conv = self.first_conv(name)
         return (conv.weight, None) if conv.needs_init() else conv.folded()
 
-    def _shift_scale(self, net: nn.Sequential, pre: torch.Tensor) -> Affine:
+    def _shift_scale(self, name: str, pre: torch.Tensor) -> Affine:
         """The rest of a conditioning net, from its first convolution's output."""
-        if net[0].needs_init():
-            pre = net[0].actnorm(pre)[0]
-        h = net[4](torch.relu(net[2](torch.relu(pre))))
+        conv = self.first_conv(name)
+        if conv.needs_init():
+            pre = conv.actnorm(pre)[0]
+        return self.affine_of(self.after_first(name, torch.relu(pre)))
+
+    def affine_of(self, h: torch.Tensor) -> Affine:
         return h[:, 0::2], torch.sigmoid(h[:, 1::2] + 2.0) + self.eps
 
     def _conditioned(self, ft: Features) -> Tuple[torch.Tensor, torch.Tensor, Callable[[torch.Tensor], Affine]]:
         """fFeatures' (shift, scale) from the conditioning, and fAffine as a function of z1 alone."""
         n = self.channels_for_nn
-        w_features, b_features = self._first_conv(self.fFeatures)
-        w_affine, b_affine = self._first_conv(self.fAffine)
+        w_features, b_features = self._first_conv("fFeatures")
+        w_affine, b_affine = self._first_conv("fAffine")
         w_affine_z, w_affine_ft = w_affine.split([n, w_affine.shape[1] - n], dim=1)  # cat[z1, ft]'s parts
         bias = None
         if b_features is not None or b_affine is not None:
@@ -111,23 +127,30 @@ class CondAffineSeparatedAndCond(InvertibleLayer):
             bias = torch.cat([zeros if b is None else b for b in (b_features, b_affine)])
         pre_ft = conv3x3(ft, [w_features, w_affine_ft], bias)
         pre_features, pre_affine = pre_ft.split(self.hidden_channels, dim=1)
-        shift_ft, scale_ft = self._shift_scale(self.fFeatures, pre_features)
+        shift_ft, scale_ft = self._shift_scale("fFeatures", pre_features)
+        padding = self.first_conv("fAffine").padding
 
         def self_affine(z1: torch.Tensor) -> Affine:
-            return self._shift_scale(self.fAffine, F.conv2d(z1, w_affine_z, padding=1) + pre_affine)
+            return self._shift_scale("fAffine", F.conv2d(z1, w_affine_z, padding=padding) + pre_affine)
         return shift_ft, scale_ft, self_affine
+
+    def between(self, z: torch.Tensor, logdet: torch.Tensor, cond: FlowCond,
+                reverse: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+        """A further invertible map between the features' affine and the self-conditioned one (NCSR's noise-level
+        coupling); none in SRFlow."""
+        return z, logdet
 
     def encode(self, x: torch.Tensor, logdet: torch.Tensor, cond: FlowCond) -> Tuple[torch.Tensor, torch.Tensor]:
         shift_ft, scale_ft, self_affine = self._conditioned(cond.features)
-        z = (x + shift_ft) * scale_ft
+        z, logdet = self.between((x + shift_ft) * scale_ft, logdet + sum_log(scale_ft), cond, reverse=False)
         z1, z2 = z[:, :self.channels_for_nn], z[:, self.channels_for_nn:]
         shift, scale = self_affine(z1)
         z2 = (z2 + shift) * scale
-        return torch.cat([z1, z2], dim=1), logdet + sum_log(scale_ft) + sum_log(scale)
+        return torch.cat([z1, z2], dim=1), logdet + sum_log(scale)
 
     def decode(self, y: torch.Tensor, logdet: torch.Tensor, cond: FlowCond) -> Tuple[torch.Tensor, torch.Tensor]:
         shift_ft, scale_ft, self_affine = self._conditioned(cond.features)
         z1, z2 = y[:, :self.channels_for_nn], y[:, self.channels_for_nn:]
         shift, scale = self_affine(z1)
-        z = torch.cat([z1, z2 / scale - shift], dim=1)
-        return z / scale_ft - shift_ft, logdet - sum_log(scale) - sum_log(scale_ft)
+        z, logdet = self.between(torch.cat([z1, z2 / scale - shift], dim=1), logdet - sum_log(scale), cond, reverse=True)
+        return z / scale_ft - shift_ft, logdet - sum_log(scale_ft)

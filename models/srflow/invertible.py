@@ -13,10 +13,12 @@ class FlowCond(NamedTuple):
     `features`: the level's conditioning (from the RRDB), read by the couplings.
     `epses`: a split's latents. Encode appends the eps it factors out (when a list); decode pops the last one
     (when a non-empty list), else draws it at temperature `eps_std`.
+    `std`: NCSR's noise level (per image, or a noise map), read by the couplings that condition on it.
     """
     features: Optional[Features] = None
     epses: Optional[List[torch.Tensor]] = None
     eps_std: Optional[float] = None
+    std: Optional[torch.Tensor] = None  # NCSR's noise level, read by its couplings
 
 
 NO_COND = FlowCond()

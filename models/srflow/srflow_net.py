@@ -7,8 +7,9 @@ import torch
 from torch import nn
 
 from models import NETWORKS
+from models.srflow import geometry  # noqa: F401  (declares SRFlow's size rules)
 from models.srflow.conditioning import Conditioning
-from models.srflow.config import SRFlowConfig, srflow_config
+from models.srflow.config import KEYS, SRFlowConfig, srflow_config
 from models.srflow.flow_upsampler import FlowUpsamplerNet
 from models.srflow.gaussian import gaussian_logp
 from models.srflow.rrdb_features import SRFlowRRDB
@@ -36,12 +37,16 @@ class SRFlowNet(nn.Module):
             raise ValueError(f"flow_scale {self.flow_scale} is not a multiple of initial_stride {rrdb.initial_stride}")
         self.hr_factor = self.flow_scale // rrdb.initial_stride
         self.L = flow.L
+        squeeze = flow.squeeze_factor(self.flow_scale)
+        self.z_stride = squeeze ** flow.L  # HR sides / z sides
         self.quant = config.quant
         self.noise_quant = flow.noise_quant
-        self.factors = [self.flow_scale / 2 ** level for level in range(1, flow.L + 1)]
+        self.gaussian_gt_noise = flow.variant is not None  # SRFlow-DA's training noise (see encode)
+        self.factors = [self.flow_scale / squeeze ** level for level in range(1, flow.L + 1)]
         self.RRDB = SRFlowRRDB(rrdb, flow.blocks, flow.concat)
         self.flowUpsamplerNet = FlowUpsamplerNet(flow, self.RRDB.cond_channels, in_channels=rrdb.out_nc,
-                                                 checkpointing=rrdb.checkpointing, channels_last=rrdb.channels_last)
+                                                 checkpointing=rrdb.checkpointing, channels_last=rrdb.channels_last,
+                                                 squeeze=squeeze)
         self.train_rrdb = True
         self.set_train_rrdb(config.train_rrdb)
 
@@ -53,14 +58,18 @@ class SRFlowNet(nn.Module):
             p.requires_grad_(flag)
         return changed
 
+    def rrdb_parameter_names(self) -> List[str]:
+        """The names (as in named_parameters) of the RRDB's parameters: the part `lr_RRDB` and freezing apply to."""
+        return [f"RRDB.{name}" for name, _ in self.RRDB.named_parameters()]
+
     def z_shape(self, lr_shape: Sequence[int]) -> Tuple[int, int, int, int]:
         """Latent z's shape (B, C, H, W) for an LR batch of shape (B, C, h, w)."""
         b, _, h, w = lr_shape
         hr_h, hr_w = h * self.hr_factor, w * self.hr_factor
-        if hr_h % 2 ** self.L or hr_w % 2 ** self.L:
+        if hr_h % self.z_stride or hr_w % self.z_stride:
             raise ValueError(f"HR size {hr_h}x{hr_w} (LR {h}x{w} x{self.hr_factor}) must divide by "
-                             f"2**L = {2 ** self.L}")
-        return b, self.flowUpsamplerNet.out_channels, hr_h // 2 ** self.L, hr_w // 2 ** self.L
+                             f"{self.z_stride} (the flow's squeezes)")
+        return b, self.flowUpsamplerNet.out_channels, hr_h // self.z_stride, hr_w // self.z_stride
 
     def rrdb_preprocessing(self, lr: torch.Tensor, with_out: bool = False) -> LrEnc:
         """The flow's conditioning (and the RRDB's own SR image when `with_out`): a value for `lr_enc`."""
@@ -79,23 +88,27 @@ class SRFlowNet(nn.Module):
             return self.decode(lr, z, eps_std, epses, lr_enc, add_gt_noise)
 
     def encode(self, gt: torch.Tensor, lr: torch.Tensor, epses: Optional[List[torch.Tensor]] = None,
-               lr_enc: Optional[LrEnc] = None,
-               add_gt_noise: bool = True) -> Tuple[Tensors, torch.Tensor, torch.Tensor]:
-        """(z or epses, nll, logdet) of HR images `gt` given LR images `lr` (or their `lr_enc`)."""
-        if gt.shape[2] % 2 ** self.L or gt.shape[3] % 2 ** self.L:
-            raise ValueError(f"HR size {tuple(gt.shape[-2:])} must divide by 2**L = {2 ** self.L}")
+               lr_enc: Optional[LrEnc] = None, add_gt_noise: bool = True,
+               std: Optional[torch.Tensor] = None) -> Tuple[Tensors, torch.Tensor, torch.Tensor]:
+        """(z or epses, nll, logdet) of HR images `gt` given LR images `lr` (or their `lr_enc`). `add_gt_noise`:
+        SRFlow's uniform dequantisation noise of one quantisation step and its -log(quant) per pixel; SRFlow-DA
+        adds Gaussian noise of std 4 / (sqrt(3) * 255) instead, without a logdet term, as officially."""
+        if gt.shape[2] % self.z_stride or gt.shape[3] % self.z_stride:
+            raise ValueError(f"HR size {tuple(gt.shape[-2:])} must divide by {self.z_stride} (the flow's squeezes)")
         if lr is not None and gt.shape[-2:] != (lr.shape[2] * self.hr_factor, lr.shape[3] * self.hr_factor):
             raise ValueError(f"HR {tuple(gt.shape[-2:])} is not {self.hr_factor}x LR {tuple(lr.shape[-2:])}")
         conds, _ = lr_enc if lr_enc is not None else self.rrdb_preprocessing(lr)
         pixels = gt.shape[2] * gt.shape[3]
         logdet = gt.new_zeros(gt.shape[0])
         z = gt
-        if add_gt_noise:  # dequantisation: uniform noise of one quantisation step
+        if add_gt_noise and self.gaussian_gt_noise:
+            z = z + torch.randn_like(z) * (4 / math.sqrt(3) / 255.0)
+        elif add_gt_noise:  # dequantisation: uniform noise of one quantisation step
             if self.noise_quant:
                 z = z + (torch.rand_like(z) - 0.5) / self.quant
             logdet = logdet + float(-math.log(self.quant) * pixels)
         found = [] if isinstance(epses, list) else None
-        z, logdet = self.flowUpsamplerNet(z, logdet, conds=conds, epses=found)
+        z, logdet = self.flowUpsamplerNet(z, logdet, conds=conds, epses=found, std=std)
         z = z.contiguous()
         nll = -(logdet + gaussian_logp(z)) / float(math.log(2.0) * pixels)
         if found is None:
@@ -106,7 +119,8 @@ class SRFlowNet(nn.Module):
 
     def decode(self, lr: torch.Tensor, z: Optional[torch.Tensor] = None, eps_std: Optional[float] = None,
                epses: Optional[List[torch.Tensor]] = None, lr_enc: Optional[LrEnc] = None,
-               add_gt_noise: bool = True) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+               add_gt_noise: bool = True,
+               std: Optional[torch.Tensor] = None) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
         """(sr, logdet, rrdb_out): z from the end of `epses` if given, else `z`, else drawn at `eps_std`.
         Latents far from the training data can make the reverse flow diverge (inf, NaN, huge values): sr is
         returned as computed, and inference/sr.py decides what to do about it."""
@@ -115,16 +129,17 @@ class SRFlowNet(nn.Module):
         if epses:
             z = epses.pop()
         if z is None:  # the prior at temperature eps_std (its mean at 0)
-            std = 1.0 if eps_std is None else eps_std
+            temperature = 1.0 if eps_std is None else eps_std
             z = torch.zeros(shape, device=lr.device, dtype=lr.dtype)
-            if std != 0:
-                z.normal_(0.0, std)
+            if temperature != 0:
+                z.normal_(0.0, temperature)
         conds, out = lr_enc if lr_enc is not None else self.rrdb_preprocessing(lr, with_out=True)
         logdet = z.new_zeros(z.shape[0])
         if add_gt_noise:
-            pixels = z.shape[2] * z.shape[3] * 4 ** self.L
+            pixels = z.shape[2] * z.shape[3] * self.z_stride ** 2
             logdet = logdet + float(math.log(self.quant) * pixels)
-        sr, logdet = self.flowUpsamplerNet(z, logdet, reverse=True, conds=conds, epses=epses, eps_std=eps_std)
+        sr, logdet = self.flowUpsamplerNet(z, logdet, reverse=True, conds=conds, epses=epses, eps_std=eps_std,
+                                           std=std)
         return sr.contiguous(), logdet, out  # as computed: diverged values are inference/sr.py's to handle
 
 
@@ -150,7 +165,7 @@ def load_pretrained_rrdb(net: SRFlowNet, path: str, where: str) -> None:
     load_network_weights(net.RRDB, sd, strict=True)
 
 
-@NETWORKS.register("srflow")
+@NETWORKS.register("srflow", keys=KEYS)
 def build_srflow(opt_net: dict, opt: dict) -> SRFlowNet:
     """SRFlowNet from `networks.<name>`; loads `pretrain_rrdb` when set (pass None to skip, e.g. on resume)."""
     where = f"networks.{_section_name(opt_net, opt)}"

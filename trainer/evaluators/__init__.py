@@ -6,9 +6,42 @@ from torch import nn
 
 from models import lr_multiple
 from trainer.context import RunContext
+from data import DATASET_KEYS
+from data.degradations import CORRUPTION_KEYS
+from utils.recipe_keys import REQUIRED, STR_OR_LIST, TEXT, Key, Mapping, Variant, declare_section, recipe_rule
 from utils.registry import Registry
 
 EVALUATORS = Registry("evaluator")
+EVALUATOR_KEYS = {  # of every `eval.evaluators.<name>`
+    "for": Key(str, REQUIRED, "the network evaluated", names=("networks", "network")),
+    "type": Key(str, REQUIRED, "the evaluator (see below)"),
+    "batch_size": Key(int, 1, "images per batch", at_least=1),
+    "eval_freq": Key(int, None, "accepted for DLAS's recipes; evaluators run every `train.val_freq`", at_least=1),
+}
+EVAL_DATASET_KEYS = {  # an evaluator's `dataset`
+    "mode": Key(str, "imagefolder", "`imagefolder` as DLAS's evaluators read images, or any dataset mode"),
+    "paths": Key(STR_OR_LIST, REQUIRED, "folder(s) of HQ images", path="dir", items=TEXT),
+    "target_size": Key(int, None, "side the images are resized (imagefolder) or cropped to", at_least=1),
+    **{key: DATASET_KEYS[key] for key in ("force_multiple", "scale", "n_workers", "quant", "cache")},
+    "eval": Key(bool, True, "centred crops, no flips (no effect on imagefolder)"),
+    "name": Key(str, "eval", "a name for the log", path="name"),
+    "strict": Key(bool, True, "accepted for DLAS's recipes; no effect"),
+    "use_flip": Key(bool, False, "no effect on imagefolder"), "use_rot": Key(bool, False, "no effect on imagefolder"),
+    "max_images": Key(int, None, "evaluate on the first N images only (absent: all)", at_least=1),
+    **CORRUPTION_KEYS,
+}
+declare_section("eval", {
+    "evaluators": Mapping(Variant("type", EVALUATORS, EVALUATOR_KEYS), "evaluators by name, run every val_freq"),
+    "output_state": Key(str, "gen", "the state key holding the SR image that validation scores"),
+})
+
+
+@recipe_rule(order=20)  # after the recipe's scale is settled
+def fill_evaluator_scale(opt: dict) -> None:
+    """An evaluator's dataset has the recipe's scale unless it gives its own."""
+    for ev in opt["eval"]["evaluators"].values():
+        if isinstance(ev.get("dataset"), dict) and ev["dataset"].get("scale") is None:
+            ev["dataset"]["scale"] = opt["scale"]
 
 from trainer.evaluators import flow_gaussian_nll, sr_metrics  # noqa: E402,F401  (fill the registry)
 

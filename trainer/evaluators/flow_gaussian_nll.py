@@ -9,7 +9,7 @@ from torch.utils.data import Subset
 from data import build_dataloader, build_dataset
 from models.srflow.gaussian import gaussian_logp
 from trainer.context import RunContext
-from trainer.evaluators import EVALUATORS
+from trainer.evaluators import EVAL_DATASET_KEYS, EVALUATORS
 from utils.dist import unwrap
 from utils.errors import ConfigError
 
@@ -29,7 +29,7 @@ def dequantise(hq: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     return (torch.round(hq * LEVELS) + noise.to(hq.device)) / LEVELS
 
 
-@EVALUATORS.register("flownet_gaussian")
+@EVALUATORS.register("flownet_gaussian", keys={"dataset": EVAL_DATASET_KEYS})
 class FlowGaussianNLL:
     """Numbers over the evaluator's dataset (mode `imagefolder` unless it says otherwise: the same pixels at
     every pass; see data/resized_image_dataset.py). x is an HQ image with C x H x W = D values:

@@ -12,15 +12,23 @@ from data.imresize import imresize
 from data.lr_consistency import lr_psnr
 from models import is_flow
 from trainer.context import RunContext
-from trainer.evaluators import EVALUATORS
+from trainer.evaluators import EVAL_DATASET_KEYS, EVALUATORS
 from trainer.injectors import build_injectors
+from trainer.state_keys import injector_outputs
 from utils.dist import unwrap
-from utils.errors import ConfigError
+from utils.errors import ConfigError, closest
 from utils.image import to_uint8
 from utils.metrics import SSIM_Y_WINDOW, psnr_y, ssim_y, ssim_y_fits
-from utils.options import as_list
+from utils.options import MAX_SAMPLES, as_list, check_temperatures
+from utils.recipe_keys import Key, declare_section
 
 VISUAL_IMAGES = 2  # validation images saved as grids each time
+
+declare_section("val", {  # the PSNR/SSIM validation of each `datasets.val*`
+    "heats": Key(list, [0.0, 0.8], "temperatures of SRFlow's validation samples", check=check_temperatures),
+    "samples": Key(int, 2, "SRFlow samples per temperature above 0", at_least=1, below=MAX_SAMPLES + 1),
+    "max_images": Key(int, None, "validate on the first N images only (absent: all)", at_least=1),
+})
 
 
 def sr_network(opt: Dict[str, Any]) -> str:
@@ -32,7 +40,7 @@ def sr_network(opt: Dict[str, Any]) -> str:
     return next(iter(opt["networks"]))
 
 
-@EVALUATORS.register("sr_metrics")
+@EVALUATORS.register("sr_metrics", keys={"dataset": EVAL_DATASET_KEYS})
 class SRMetrics:
     def __init__(self, name: str, opt_eval: Dict[str, Any], env: RunContext):
         self.name, self.env, opt = name, env, env.opt
@@ -40,12 +48,23 @@ class SRMetrics:
         self.scale = opt["scale"]
         dataset = build_dataset(opt_eval["dataset"], opt, "val")
         self.loader = build_dataloader(dataset, opt_eval["dataset"], "val", opt["manual_seed"])
-        self.heats = [float(t) for t in opt["val"]["heats"]]
+        self.temperatures = [float(t) for t in opt["val"]["heats"]]
         self.samples = opt["val"]["samples"]
         self.max_images = opt["val"]["max_images"]
         self.injectors = [inj for name, step in opt["steps"].items()
                           for inj in build_injectors(step["injectors"], env, f"steps.{name}.injectors")]
+        self.check_output_state(opt, env)
         self.check_sizes(dataset, opt_eval["dataset"])
+
+    def check_output_state(self, opt: Dict[str, Any], env: RunContext) -> None:
+        """A plain SR network is validated on what the injector writing `eval.output_state` gives: one must
+        write it (an SRFlow is validated by sampling, whatever the key)."""
+        if is_flow(env.networks[self.net_name]):
+            return
+        target, outs = opt["eval"]["output_state"], injector_outputs(opt)
+        if target not in outs:
+            raise ConfigError(f"`eval.output_state` is `{target}`, which no injector writes{closest(target, outs)}; "
+                              f"validation needs the SR image's key: one of {', '.join(outs) or '(no injector)'}")
 
     def check_sizes(self, dataset: Any, opt_dataset: Dict[str, Any]) -> None:
         """Warn now about each validated image too small for SSIM-Y after the border crop (validation leaves
@@ -77,7 +96,7 @@ class SRMetrics:
         frozen = not unwrap(net).train_rrdb
         lr_enc = unwrap(net).rrdb_preprocessing(lq, with_out=frozen)  # one RRDB pass for all samples
         out: Dict[str, List[torch.Tensor]] = {"_rrdb": [lr_enc[1].clamp(0, 1)]} if frozen else {}
-        for t in self.heats:
+        for t in self.temperatures:
             runs = [net(lr=lq, z=None, eps_std=t, reverse=True, lr_enc=lr_enc)[0]
                     for _ in range(1 if t == 0 else self.samples)]
             out[f"_t{t:g}"] = [as_image(r, f"{self.name} t={t:g}") for r in runs]
