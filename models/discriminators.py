@@ -23,7 +23,7 @@ KEYS = {
     "extra_conv": Key(bool, False, "a sixth halving stage (crops a multiple of 64)"),
     "do_checkpointing": Key(bool, False, "recompute activations in backward (less memory, slower)"),
     "scale": Key(int, None, "accepted for DLAS's recipes; a discriminator has no scale and ignores it",
-                 at_least=1),
+                 at_least=1, fill=False),
 }
 HALVINGS = 5  # stages 0..4, each ending in a stride-2 convolution
 
