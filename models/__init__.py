@@ -10,7 +10,16 @@ from utils.registry import Registry
 
 NETWORKS = Registry("network")  # generators, by `which_model_G`
 DISCRIMINATORS = Registry("discriminator")  # by `which_model_D`
-NETWORK_TYPE = {"type": Key(str, "generator", "the network's role: generator or discriminator")}
+ROLES = ("generator", "discriminator")
+
+
+def _check_role(value: str, where: str) -> str:
+    if value not in ROLES:
+        raise ConfigError(f"`{where}` must be generator or discriminator, got `{value}`{closest(value, ROLES)}")
+    return value
+
+
+NETWORK_TYPE = {"type": Key(str, "generator", "the network's role: generator or discriminator", check=_check_role)}
 NETWORK_KEYS = {  # of every `networks.<name>` section of type generator
     **NETWORK_TYPE, "which_model_G": Key(str, REQUIRED, "the network (see below)"),
 }

@@ -171,6 +171,15 @@ def test_a_discriminator_given_crops_of_another_size_is_refused_naming_the_key(e
         parse_options(GN_RECIPE, sets)
 
 
+def test_a_misspelt_network_type_or_discriminator_is_one_line_naming_the_key(esrgan_images, vgg_weights, tmp_path):
+    sets = tiny(esrgan_images, tmp_path, vgg_weights, GN_RECIPE)
+    with pytest.raises(ConfigError, match=r"`networks.feature_discriminator.type` must be generator or "
+                                          r"discriminator, got `discrimnator` \(did you mean `discriminator`\?\)"):
+        parse_options(GN_RECIPE, sets + ["networks.feature_discriminator.type=discrimnator"])
+    with pytest.raises(ConfigError, match=r"unknown key `networks.feature_discriminator.which_model_G`"):
+        parse_options(GN_RECIPE, sets + ["networks.feature_discriminator.which_model_G=RRDBNet"])
+
+
 def test_discriminators_have_dlas_parameter_names_and_sizes():
     from models import build_network
     expected = ["conv0_0.weight", "conv0_0.bias", "conv0_1.weight", "bn0_1.weight", "bn0_1.bias"]
