@@ -10,12 +10,10 @@ from utils.registry import Registry
 
 NETWORKS = Registry("network")  # generators, by `which_model_G`
 DISCRIMINATORS = Registry("discriminator")  # by `which_model_D`
-ROLES = ("generator", "discriminator")
-
-
 def _check_role(value: str, where: str) -> str:
-    if value not in ROLES:
-        raise ConfigError(f"`{where}` must be generator or discriminator, got `{value}`{closest(value, ROLES)}")
+    if value not in NETWORK_ROLES:  # each role is picked in turn by its own key (below)
+        raise ConfigError(f"`{where}` must be generator or discriminator, got `{value}`"
+                          f"{closest(value, NETWORK_ROLES)}")
     return value
 
 
@@ -55,10 +53,7 @@ def lr_multiple(net: nn.Module) -> int:
 def build_network(opt_net: dict, opt: dict) -> nn.Module:
     """The network named by `opt_net['which_model_G']` (`which_model_D` for `type: discriminator`), built
     from its section and the whole recipe."""
-    kind = opt_net.get("type", "generator")
-    if kind not in NETWORK_ROLES:
-        raise ConfigError(f"network `type` must be generator or discriminator, got `{kind}`"
-                          f"{closest(str(kind), NETWORK_ROLES)}")
+    kind = _check_role(opt_net.get("type", "generator"), "type")
     role = NETWORK_ROLES[kind]
     if role.key not in opt_net:
         raise ConfigError(f"network section needs `{role.key}` (one of: {', '.join(role.names())})")
