@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo demo-srflow demo-srflow-da demo-ncsr test test-all bench clean
+.PHONY: demo demo-srflow demo-esrgan demo-srflow-da demo-ncsr test test-all bench clean
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,12 @@ demo: $(VENV)/.installed  ## stage 1 (RRDB, L1) on the photos bundled with sciki
 
 demo-srflow: $(VENV)/.installed  ## all three SRFlow stages on the bundled photos (each resumes or skips by itself)
 	$(PY) scripts/train_srflow_pipeline.py -opt options/demo/srflow_pipeline.yml
+
+demo-esrgan: $(VENV)/.installed  ## stage 1, then the RRDB fine-tuned with a GAN and L1, then comparison pictures
+	$(PY) train.py -opt options/demo/rrdb_psnr.yml --resume auto
+	$(PY) train.py -opt options/demo/esrgan.yml $(DEMO_RUN)
+	$(PY) scripts/demo_report.py -opt options/demo/esrgan.yml --set path.pretrain_model_generator= --label GAN \
+	    --baseline options/demo/rrdb_psnr.yml --baseline-label "stage-1 RRDB" --lr-psnr
 
 demo-srflow-da: $(VENV)/.installed  ## the same three stages with SRFlow-DA's couplings (docs/ntire21_flows.md)
 	$(PY) scripts/train_srflow_pipeline.py -opt options/demo/srflow_da_pipeline.yml

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from data import build_dataset
+from data.lr_consistency import lr_psnr
 from inference.sr import conditioning
 from inference.versus_bicubic import bicubic_up, sr_image
 from inference.zoomed_comparison import detail, write_zoomed_comparison
@@ -53,39 +54,50 @@ def _panels(entries: Sequence[Contender], lq: torch.Tensor, hq: np.ndarray, scal
 
 
 def showcase(entries: Sequence[Contender], opt: Dict[str, Any], out_dir: Path,
-             device: torch.device = torch.device("cpu")) -> List[str]:
+             device: torch.device = torch.device("cpu"), with_lr_psnr: bool = False) -> List[str]:
     """Write `out_dir/<photo>.png` for each photo of the recipe's `datasets.val` (its LR made as validation makes
     it) and return the lines to print: per photo every panel's Y-PSNR and the picture's path, then the means
-    of the PSNRs and of the details."""
+    of the PSNRs and of the details (and of the LR-PSNRs, the NTIRE 2021 consistency with the LR input, with
+    `with_lr_psnr`)."""
     dataset = build_dataset(opt["datasets"]["val"], opt, "val")
     scale = opt["scale"]
     torch.manual_seed(opt["manual_seed"])  # the same samples at every run
     lines: List[str] = []
     psnrs: Dict[str, List[float]] = {}
     details: Dict[str, List[float]] = {}
+    lr_psnrs: Dict[str, List[float]] = {}
     for i in range(len(dataset)):
         item = dataset[i]
         name = Path(item["hq_path"]).stem
         hq = to_uint8(item["hq"])
         panels = _panels(entries, item["lq"], hq, scale, device, name)
         photo = {label: psnr_y(img, hq, scale) for label, img in panels[:-1]}  # HQ, the last, is the reference
+        consistency = {label: lr_psnr(img, hq, scale) for label, img in panels[:-1]} if with_lr_psnr else {}
         sharpness = {label: detail(img) for label, img in panels}
         path = write_zoomed_comparison(Path(out_dir) / f"{name}.png", [
-            (label, (f"{photo[label]:.2f} dB, " if label in photo else "") + f"detail {sharpness[label]:.1f}", img)
+            (label, (f"{photo[label]:.2f} dB, " if label in photo else "")
+             + (f"LR {consistency[label]:.1f} dB, " if label in consistency else "")
+             + f"detail {sharpness[label]:.1f}", img)
             for label, img in panels])
         for label in sharpness:
             details.setdefault(label, []).append(sharpness[label])
             if label in photo:
                 psnrs.setdefault(label, []).append(photo[label])
+            if label in consistency:
+                lr_psnrs.setdefault(label, []).append(consistency[label])
         lines.append(f"  {name}: " + _scored(photo) + f"; picture: {path}")
     mean = lambda values: math.fsum(values) / len(values)
     lines.append(f"  mean of {len(dataset)}: " + _scored({k: mean(v) for k, v in psnrs.items()}))
+    if lr_psnrs:
+        lines.append("  mean LR-PSNR (SR downscaled against the LR; >= 45 dB is consistent): "
+                     + ", ".join(f"{k} {mean(v):.2f} dB" for k, v in lr_psnrs.items()))
     lines.append("  mean detail (|gradient| of Y; sharper is higher): "
                  + ", ".join(f"{k} {mean(v):.1f}" for k, v in details.items()))
     return lines
 
 
-def compare_networks(networks: Sequence[Tuple[str, Dict[str, Any], Path]], out_dir: Path) -> List[str]:
+def compare_networks(networks: Sequence[Tuple[str, Dict[str, Any], Path]], out_dir: Path,
+                     with_lr_psnr: bool = False) -> List[str]:
     """`showcase` of several trained networks, (label, training recipe, weights) each, on the validation photos
     of the last recipe; each SRFlow at its own recipe's `val.heats`."""
     from inference.model import load_generator, pick_device
@@ -94,7 +106,7 @@ def compare_networks(networks: Sequence[Tuple[str, Dict[str, Any], Path]], out_d
     for label, opt, weights in networks:
         net, _ = load_generator(opt, str(weights), device)
         entries += contenders(label, net, opt)
-    return showcase(entries, networks[-1][1], out_dir, device)
+    return showcase(entries, networks[-1][1], out_dir, device, with_lr_psnr)
 
 
 def _scored(psnrs: Dict[str, float]) -> str:

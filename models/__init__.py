@@ -4,19 +4,32 @@ import math
 from torch import nn
 
 from utils.dist import unwrap
-from utils.errors import ConfigError
+from utils.errors import ConfigError, closest
 from utils.recipe_keys import REQUIRED, Key, Mapping, Variant, declare_section
 from utils.registry import Registry
 
-NETWORKS = Registry("network")
-NETWORK_KEYS = {  # of every `networks.<name>` section
-    "type": Key(str, "generator", "the network's role: generator"),
-    "which_model_G": Key(str, REQUIRED, "the network (see below)"),
-}
-declare_section("networks", Mapping(Variant("which_model_G", NETWORKS, NETWORK_KEYS), "networks by name"))
+NETWORKS = Registry("network")  # generators, by `which_model_G`
+DISCRIMINATORS = Registry("discriminator")  # by `which_model_D`
+def _check_role(value: str, where: str) -> str:
+    if value not in NETWORK_ROLES:  # each role is picked in turn by its own key (below)
+        raise ConfigError(f"`{where}` must be generator or discriminator, got `{value}`"
+                          f"{closest(value, NETWORK_ROLES)}")
+    return value
 
-# Imported after NETWORKS exists: these modules register themselves in it.
-from models import rrdb  # noqa: E402,F401
+
+NETWORK_TYPE = {"type": Key(str, "generator", "the network's role: generator or discriminator", check=_check_role)}
+NETWORK_KEYS = {  # of every `networks.<name>` section of type generator
+    **NETWORK_TYPE, "which_model_G": Key(str, REQUIRED, "the network (see below)"),
+}
+DISCRIMINATOR_KEYS = {  # of every `networks.<name>` section of type discriminator
+    **NETWORK_TYPE, "which_model_D": Key(str, REQUIRED, "the discriminator (see below)"),
+}
+NETWORK_ROLES = {"generator": Variant("which_model_G", NETWORKS, NETWORK_KEYS),
+                 "discriminator": Variant("which_model_D", DISCRIMINATORS, DISCRIMINATOR_KEYS)}
+declare_section("networks", Mapping(Variant("type", NETWORK_ROLES, NETWORK_TYPE), "networks by name"))
+
+# Imported after the registries exist: these modules register themselves in them.
+from models import discriminators, rrdb  # noqa: E402,F401
 from models.srflow.srflow_net import SRFlowNet  # noqa: E402
 from models.srflow import ncsr_net  # noqa: E402,F401
 from models.srflow import layout  # noqa: E402,F401  (registers SRFlow's recogniser)
@@ -38,7 +51,11 @@ def lr_multiple(net: nn.Module) -> int:
 
 
 def build_network(opt_net: dict, opt: dict) -> nn.Module:
-    """The network named by `opt_net['which_model_G']`, built from its section and the whole recipe."""
-    if "which_model_G" not in opt_net:
-        raise ConfigError(f"network section needs `which_model_G` (one of: {', '.join(NETWORKS.names())})")
-    return NETWORKS.get(opt_net["which_model_G"], "which_model_G")(opt_net, opt)
+    """The network named by `opt_net['which_model_G']` (`which_model_D` for `type: discriminator`), built
+    from its section and the whole recipe."""
+    kind = _check_role(opt_net.get("type", "generator"), "type")
+    role = NETWORK_ROLES[kind]
+    if role.key not in opt_net:
+        raise ConfigError(f"network section needs `{role.key}` (one of: {', '.join(role.names())})")
+    registry = DISCRIMINATORS if kind == "discriminator" else NETWORKS
+    return registry.get(opt_net[role.key], role.key)(opt_net, opt)

@@ -79,7 +79,7 @@ CHANNELS_LAST = Key(bool, None, "compute in the channels_last layout; absent: on
                     "faster on it) and on CUDA under `fp16`")
 declare_section("checkpointing_enabled", CHECKPOINTING)
 declare_section("channels_last", CHANNELS_LAST)
-KEYS = {**SHAPE_KEYS, "blocks_per_checkpoint": Key(int, 1, "RRDB blocks per gradient checkpoint (with the "
+KEYS = {**SHAPE_KEYS, "initial_stride": INITIAL_STRIDE, "blocks_per_checkpoint": Key(int, 1, "RRDB blocks per gradient checkpoint (with the "
                                                    "top-level `checkpointing_enabled`)", at_least=1,
                                                    weights_fit=True)}
 

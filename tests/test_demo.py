@@ -134,3 +134,26 @@ def test_the_benchmark_photos_are_neither_training_nor_validation_photos():
     assert len(photos) == 7 and not set(photos) & bundled
     for img in photos.values():
         assert img.ndim == 3 and img.shape[2] == 3 and min(img.shape[:2]) >= 256
+
+
+def test_make_demo_esrgan_fine_tunes_stage_one_and_compares_the_two(image_dirs, tmp_path, monkeypatch, capsys):
+    """`make demo-esrgan`, shrunk: stage 1, the GAN fine-tune from its weights, then pictures of bicubic |
+    stage-1 RRDB | GAN | HQ with Y-PSNR, LR-PSNR and detail."""
+    monkeypatch.chdir(tmp_path)  # the baseline recipe's run is found where it would be: experiments/<name>
+    stage1 = [v for v in tiny_demo(image_dirs, tmp_path / "experiments" / "demo_rrdb_psnr") if v not in TINY_NET]
+    assert train_py.main(["-opt", DEMO, *sets(stage1)]) == 0
+    esrgan = str(ROOT / "options" / "demo" / "esrgan.yml")
+    gan = [v for v in tiny_demo(image_dirs, tmp_path / "experiments" / "demo_esrgan") if v not in TINY_NET]
+    gan += ["networks.discriminator.image_size=32",
+            f"path.pretrain_model_generator={tmp_path / 'experiments/demo_rrdb_psnr/models/2_generator_ema.pth'}"]
+    assert train_py.main(["-opt", esrgan, *sets(gan)]) == 0
+    capsys.readouterr()
+    assert demo_report.main(["-opt", esrgan, *sets(gan + ["path.pretrain_model_generator="]), "--label", "GAN",
+                             "--baseline", DEMO, "--baseline-label", "stage-1 RRDB", "--lr-psnr"]) == 0
+    out = capsys.readouterr().out
+    assert "demo_esrgan/models/2_generator_ema.pth" in out and "demo_rrdb_psnr/models/2_generator_ema.pth" in out
+    assert re.search(r"  0: bicubic [\d.]+ dB, stage-1 RRDB [\d.]+ dB \([-+][\d.]+\), GAN [\d.]+ dB", out)
+    assert re.search(r"mean LR-PSNR .*: bicubic [\d.]+ dB, stage-1 RRDB [\d.]+ dB, GAN [\d.]+ dB", out)
+    assert re.search(r"mean detail .*: bicubic [\d.]+, stage-1 RRDB [\d.]+, GAN [\d.]+, HQ [\d.]+", out)
+    picture = read_image(tmp_path / "experiments" / "demo_esrgan" / "comparison" / "0.png")
+    assert picture.shape[1] > 4 * 80  # four panels side by side

@@ -17,7 +17,9 @@ from utils.recipe_keys import REQUIRED, Key, Mapping, Variant, WhenGiven
 SAMPLES = {"which_model_G": "RRDBNet", "mode": None, "type": None, "paths": "builtin:skimage_photos/train",
            "target_size": 32, "dataroot_GT": "builtin:skimage_photos/val", "dataroot_LQ": "builtin:skimage_photos/val",
            "generator": "generator", "real": "hq", "fake": "gen", "key": "nll", "for": "generator",
-           "training": "generator"}
+           "training": "generator", "which_model_D": None, "patch_size": 8, "overlap": 4,
+           "discriminator": "generator"}
+SAMPLES_OF = {"translational": {"fake": ["lq"]}}  # an entry whose required key holds another type there
 BASE = {"name": "defaults", "networks": {"generator": {"which_model_G": "RRDBNet"}}}
 WHERE = {"networks": ("networks", "other"), "datasets": ("datasets", "train"),
          "steps.<name>.injectors": ("steps", "s", "injectors", "i"), "steps.<name>.losses": ("steps", "s", "losses", "l"),
@@ -89,7 +91,7 @@ def test_every_registry_of_the_recipe_is_covered():
 @pytest.mark.parametrize("where,picked,keys", ENTRIES,
                          ids=[f"{w}:{'/'.join(p.values())}" for w, p, _ in ENTRIES])
 def test_parse_options_fills_exactly_the_declared_defaults(where, picked, keys):
-    section = {**required(keys), **picked}
+    section = {**required(keys), **SAMPLES_OF.get(picked.get("type"), {}), **picked}
     recipe = copy.deepcopy(BASE)
     if where.startswith("steps"):
         recipe["steps"] = {"s": {"training": "generator"}}

@@ -81,7 +81,7 @@ def test_three_stages_then_test_py_tiling_and_playground(family, image_dirs, tmp
     summary = (tmp_path / "results" / "set" / "summary.csv").read_text()
     assert "lr_psnr_worst" in summary and "sample_std" in summary  # (diversity and LPIPS: with `lpips`)
     whole = read_image(next((tmp_path / "results" / "set").glob("0_t0_s0.png")))
-    assert run_test_py("-opt", "test.yml", "--tile", "8", "--set", "path.results_root=tiled") == 0
+    assert run_test_py("-opt", "test.yml", "--tile", "16", "--set", "path.results_root=tiled") == 0
     tiled = read_image(next((tmp_path / "tiled" / "set").glob("0_t0_s0.png")))
     assert whole.shape == tiled.shape and abs(whole.astype(float) - tiled.astype(float)).mean() < 8
 

@@ -12,3 +12,4 @@ class RunContext:
     networks: Dict[str, nn.Module]  # by recipe name; trainable ones may be wrapped in DDP
     device: torch.device
     iteration: int = 0  # the current iteration (1-based while training)
+    training: bool = True  # False while evaluators run the injectors (image_patch then passes whole images)

@@ -89,3 +89,7 @@ class GeneratorInjector(Injector):
 
 def build_injectors(opt_injectors: Dict[str, Dict[str, Any]], env: RunContext, where: str) -> List[Injector]:
     return [INJECTORS.get(o["type"], f"{where}.{name}.type")(name, o, env) for name, o in opt_injectors.items()]
+
+
+# Imported after INJECTORS exists: these modules register themselves (and their recipe keys).
+from trainer import image_patch  # noqa: E402,F401

@@ -83,3 +83,7 @@ class DirectLoss(Loss):
 
 def build_losses(opt_losses: Dict[str, Dict[str, Any]], env: RunContext, where: str) -> List[Loss]:
     return [LOSSES.get(o["type"], f"{where}.{name}.type")(name, o, env) for name, o in opt_losses.items()]
+
+
+# Imported after LOSSES exists: these modules register themselves (and their recipe keys).
+from trainer import feature_loss, gan_losses, translational_loss  # noqa: E402,F401

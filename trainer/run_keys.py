@@ -80,7 +80,8 @@ def settle_scale(opt: Dict[str, Any]) -> None:
     """DLAS's recipes carry quirks (stage 1 says `scale: 2` at the top and 4 everywhere else): a top-level scale
     that the networks and datasets contradict is a warning, scales that contradict each other an error."""
     scales = {f"{section}.{name}.scale": entry["scale"] for section in ("networks", "datasets")
-              for name, entry in opt[section].items() if entry.get("scale") is not None}
+              for name, entry in opt[section].items() if entry.get("scale") is not None
+              and entry.get("type") != "discriminator"}  # DLAS's discriminators give one, unused
     distinct = set(scales.values())
     if len(distinct) > 1:
         raise ConfigError("the recipe's scales disagree: " + ", ".join(f"{k}={v}" for k, v in scales.items())

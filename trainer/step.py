@@ -2,7 +2,7 @@
 import contextlib
 import math
 import warnings
-from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, NamedTuple, Optional, Tuple
 
 import torch
 from torch import nn
@@ -14,18 +14,27 @@ from models import is_flow
 from utils.dist import unwrap
 from utils.errors import ConfigError
 from utils.options import as_list
-from utils.recipe_keys import FRACTION, NUM, REQUIRED, STR_OR_LIST, TEXT, Key, Mapping, Variant, declare_section
+from utils.recipe_keys import (FRACTION, NUM, REQUIRED, STR_OR_LIST, TEXT, Key, Mapping, Variant, declare_section,
+                               recipe_rule)
 
+OPTIMIZER_KEYS = {
+    "lr": Key(NUM, 1e-4, "learning rate", above=0),
+    "weight_decay": Key(NUM, 0, "Adam's weight decay", at_least=0),
+    "beta1": Key(NUM, 0.9, "Adam's beta1", **FRACTION), "beta2": Key(NUM, 0.99, "Adam's beta2", **FRACTION),
+    "eps": Key(NUM, 1e-8, "Adam's eps", above=0),
+    "lr_RRDB": Key(NUM, None, "SRFlow's RRDB's learning rate once it trains (default: `lr`)", above=0),
+}
+# Older DLAS recipes (its ESRGAN ones) set these on the step itself; they win over `optimizer_params`'s.
+STEP_LEVEL_OPTIMIZER_KEYS = ("lr", "weight_decay", "beta1", "beta2")
 STEP_KEYS = {  # a recipe's `steps.<name>`
     "training": Key(STR_OR_LIST, REQUIRED, "the network(s) this step's optimizer updates", items=TEXT,
                     names=("networks", "network")),
     "optimizer": Key(str, "adam", "adam or adamw"),
-    "optimizer_params": {
-        "lr": Key(NUM, 1e-4, "learning rate", above=0),
-        "weight_decay": Key(NUM, 0, "Adam's weight decay", at_least=0),
-        "beta1": Key(NUM, 0.9, "Adam's beta1", **FRACTION), "beta2": Key(NUM, 0.99, "Adam's beta2", **FRACTION),
-        "eps": Key(NUM, 1e-8, "Adam's eps", above=0),
-        "lr_RRDB": Key(NUM, None, "SRFlow's RRDB's learning rate once it trains (default: `lr`)", above=0)},
+    "optimizer_params": OPTIMIZER_KEYS,
+    **{key: Key(NUM, None, f"as `optimizer_params.{key}`, which it overrides (DLAS's older recipes)",
+                at_least=OPTIMIZER_KEYS[key].at_least, above=OPTIMIZER_KEYS[key].above,
+                below=OPTIMIZER_KEYS[key].below, fill=False)
+       for key in STEP_LEVEL_OPTIMIZER_KEYS},
     "injectors": Mapping(Variant("type", INJECTORS, INJECTOR_KEYS), "injectors by name, run in order"),
     "losses": Mapping(Variant("type", LOSSES, LOSS_KEYS), "losses by name, summed by weight"),
     "clip_grad_norm": Key(NUM, None, "clip the gradient norm of the step's parameters (0 or absent: no clipping)",
@@ -33,6 +42,15 @@ STEP_KEYS = {  # a recipe's `steps.<name>`
     **SCHEDULE_KEYS,
 }
 declare_section("steps", Mapping(STEP_KEYS, "optimisation steps by name, run in order each iteration"))
+
+
+@recipe_rule(order=15)
+def step_level_optimizer_keys(opt: Dict[str, Any]) -> None:
+    """A step's own `lr`, `weight_decay`, `beta1`, `beta2` move into its `optimizer_params`."""
+    for step in opt["steps"].values():
+        for key in STEP_LEVEL_OPTIMIZER_KEYS:
+            if key in step:
+                step["optimizer_params"][key] = step.pop(key)
 
 
 def split_batch(state: Dict[str, Any], parts: int) -> List[Dict[str, Any]]:
@@ -56,9 +74,36 @@ def split_batch(state: Dict[str, Any], parts: int) -> List[Dict[str, Any]]:
     return chunks
 
 
+def join_chunks(chunks: List[Dict[str, Any]], known: Iterable[str]) -> Dict[str, Any]:
+    """What the step's injectors and losses added to the state (keys not in `known`), detached, with the
+    accumulation chunks' tensors put back into one batch: what later steps and the visuals read."""
+    added: Dict[str, Any] = {}
+    for key in [k for k in chunks[-1] if k not in set(known)]:
+        values = [c[key] for c in chunks if key in c]
+        if all(torch.is_tensor(v) and v.dim() > 0 for v in values):
+            added[key] = torch.cat([v.detach() for v in values]) if len(values) > 1 else values[0].detach()
+        else:
+            added[key] = values[-1].detach() if torch.is_tensor(values[-1]) else values[-1]
+    return added
+
+
+@contextlib.contextmanager
+def frozen(networks: Iterable[nn.Module]) -> Iterator[None]:
+    """Networks that a step does not train get no gradient from its losses (a discriminator that a generator's
+    GAN loss goes through): their parameters stop requiring gradients until the step's backward is done."""
+    params = [p for net in networks for p in net.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
 class StepResult(NamedTuple):
     logs: Dict[str, float]  # `<step>/<loss>` values (and grad_norm when clipping), averaged over chunks
-    state: Dict[str, Any]  # the last accumulation chunk's state (for visuals)
+    state: Dict[str, Any]  # what the step added to the state, detached, all chunks together
     skipped: bool  # a loss was not finite: no optimizer step
 
 
@@ -73,6 +118,8 @@ class Step:
                            for p in unwrap(env.networks[net]).rrdb_parameter_names()}
         self.injectors = build_injectors(opt["injectors"], env, f"steps.{name}.injectors")
         self.losses = build_losses(opt["losses"], env, f"steps.{name}.losses")
+        for loss in self.losses:
+            loss.step_networks = self.networks  # e.g. discriminator_gan's network: the one its step trains
         self._mark_injectors_feeding_losses()
         self.optimizer: Optional[torch.optim.Optimizer] = None
         self.param_names: List[List[str]] = []  # names per optimizer group, so a resume can rebuild the groups
@@ -176,19 +223,21 @@ class Step:
         finite. Returns the logged numbers and the last chunk's state (for visuals)."""
         logs: Dict[str, float] = {}
         self.optimizer.zero_grad(set_to_none=True)
-        finite, chunk = True, state
-        for i, chunk in enumerate(split_batch(state, parts)):
+        finite, chunks = True, split_batch(state, parts)
+        others = [unwrap(net) for name, net in self.env.networks.items() if name not in self.networks]
+        for i, chunk in enumerate(chunks):
             last = i == parts - 1
             with contextlib.ExitStack() as stack:
                 for net_name in self.networks:
                     stack.enter_context(sync(self.env.networks[net_name], last))
+                stack.enter_context(frozen(others))
                 with autocast():
                     for injector in self.injectors:
                         if active(injector.opt, it):
                             chunk.update(injector(chunk))
                     terms = [(loss.name, loss.weight * loss(chunk)) for loss in self.losses if active(loss.opt, it)]
                 if not terms:
-                    return StepResult(logs, chunk, False)
+                    return StepResult(logs, join_chunks(chunks[:i + 1], state), False)
                 self._report_gradless(terms)
                 total = sum(t for _, t in terms)
                 for name, term in terms:
@@ -198,9 +247,10 @@ class Step:
                     break
                 total = total / parts
                 (scaler.scale(total) if scaler else total).backward()
+        added = join_chunks(chunks[:i + 1], state)
         if not finite:
             self.optimizer.zero_grad(set_to_none=True)
-            return StepResult(logs, chunk, True)
+            return StepResult(logs, added, True)
         clip = self.opt.get("clip_grad_norm")
         if scaler:
             scaler.unscale_(self.optimizer)
@@ -212,4 +262,4 @@ class Step:
             scaler.update()
         else:
             self.optimizer.step()
-        return StepResult(logs, chunk, False)
+        return StepResult(logs, added, False)

@@ -106,10 +106,14 @@ class SRMetrics:
         """DLAS's rule: run the injectors, every one of them, until `eval.output_state` is produced."""
         target = self.env.opt["eval"]["output_state"]
         state: Dict[str, Any] = {"lq": lq, "hq": hq}
-        for injector in self.injectors:
-            state.update(injector(state))
-            if target in state:
-                return state[target]
+        self.env.training = False
+        try:
+            for injector in self.injectors:
+                state.update(injector(state))
+                if target in state:
+                    return state[target]
+        finally:
+            self.env.training = True
         raise KeyError(f"no injector produces eval.output_state `{target}`")
 
     @torch.no_grad()
