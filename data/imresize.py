@@ -55,7 +55,8 @@ def _matrix(in_len: int, out_len: int, scale: float) -> torch.Tensor:
 def _resize_dim(x: torch.Tensor, dim: int, out_len: int, scale: float) -> torch.Tensor:
     """Resize x (..., H, W) along dim -2 or -1."""
     m = _matrix(x.shape[dim], out_len, scale).to(x.device, x.dtype)
-    return m @ x if dim == -2 else x @ m.T
+    with torch.autocast(x.device.type, enabled=False):  # in x's dtype inside a bf16 region too (test.py, validation)
+        return m @ x if dim == -2 else x @ m.T
 
 
 def imresize(img: Image, scale: Optional[float] = None,

@@ -63,7 +63,7 @@ def forward(net: nn.Module, lq: torch.Tensor, temperature: Optional[float],
     what to do about them (detect, retry at lower temperatures, fill in, count).
     """
     if not is_flow(net):
-        sr = net(lq)
+        sr = net(lq).float()  # bf16 under autocast; SRFlow's decode gives float32 by itself
         return _fill_diverged(sr, diverged(sr), lq)
     # at t=0 the scaled latents are zeros: the prior's mean, also for latents that are not finite
     epses = [z * temperature for z in latents] if latents is not None and temperature else []

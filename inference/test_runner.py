@@ -27,6 +27,7 @@ from inference.sr import conditioning, super_resolve
 from inference.sr_metrics_table import TABLE_FILES, ResultsTable, Row, as_row, cell, format_summary
 from inference.versus_bicubic import bicubic_up
 from models import is_flow
+from utils import precision
 from utils.errors import ConfigError
 from utils.options import MAX_SAMPLES, check_temperatures
 from utils.recipe_keys import Key, declare_section
@@ -90,7 +91,10 @@ class Tester:
         self.samples = settings["samples"]
         self.device = pick_device(opt)
         self.net, self.weights = load_generator(opt, device=self.device)
-        report(f"generator `{opt['name']}`: {self.weights} on {self.device}")
+        self.dtype, note = precision.autocast_dtype(opt["precision"], self.device, f"precision: {opt['precision']}")
+        report(f"generator `{opt['name']}`: {self.weights} on {self.device}" + (" in bf16" if self.dtype else ""))
+        if note:
+            report(note)
         given = list(dict.fromkeys(float(t) for t in settings["heats"]))  # a repeated one would overwrite itself
         self.temperatures: List[Optional[float]] = given if is_flow(self.net) else [None]
         self.tile = settings["tile"]
@@ -115,7 +119,8 @@ class Tester:
                 "weights_mtime_ns": weights.stat().st_mtime_ns, "temperatures": self.temperatures,
                 "samples": self.samples, "tile": self.tile, "tile_overlap": self.overlap,
                 "crop_border": self.crop, "manual_seed": self.opt["manual_seed"], "device": self.device.type,
-                "lpips": has_hq and self.lpips is not None}
+                "lpips": has_hq and self.lpips is not None,
+                **({"precision": "bf16"} if self.dtype else {})}  # float32's settings are what they always were
 
     def run(self) -> Dict[str, List[Row]]:
         """Every test set; returns each set's summary rows (one per temperature)."""
@@ -231,7 +236,8 @@ class Tester:
         lq = item["lq"][None].to(self.device)
         hq = to_uint8(item["hq"]) if "hq" in item else None
         torch.manual_seed(zlib.crc32(f"{self.opt['manual_seed']}/{source.name}".encode()))  # resumable draws
-        lr_enc = None if self.tile else conditioning(self.net, lq)  # one RRDB pass for every result
+        with precision.autocast(self.device, self.dtype):  # the network alone: metrics, LPIPS included, in float32
+            lr_enc = None if self.tile else conditioning(self.net, lq)  # one RRDB pass for every result
         results: Dict[Optional[float], List[Result]] = {}
         stats: List[Row] = []
         for t in self.temperatures:
@@ -247,8 +253,9 @@ class Tester:
     def result(self, lq: torch.Tensor, lr_enc: Optional[tuple], hq: Any, source: Path, t: Optional[float],
                k: int, out_dir: Path) -> Result:
         """Super-resolve once, write the PNG, score it."""
-        sr = super_resolve(self.net, lq, t or 0.0, tile=self.tile, overlap=self.overlap, name=source.name,
-                           report=self.report, lr_enc=lr_enc)
+        with precision.autocast(self.device, self.dtype):
+            sr = super_resolve(self.net, lq, t or 0.0, tile=self.tile, overlap=self.overlap, name=source.name,
+                               report=self.report, lr_enc=lr_enc)
         image = to_uint8(sr.image[0])
         file = result_name(source.stem, t, k)
         write_image(out_dir / file, image)

@@ -27,10 +27,19 @@ same latents) must agree to float32 round-off before anything is timed.
 On a machine shared with other jobs, use fewer --threads than cores: threads that wait for a
 descheduled sibling make timings erratic.
 
-Timed, best of `--iters` after one warm-up, each in a fresh process:
+Timed, best of `--iters` after one warm-up, each in a fresh process, over `--rounds` rounds that alternate
+official and ours (on a shared machine, a burst of load then hits both alike):
   train step  zero_grad, encode with add_gt_noise=True, mean NLL backward, Adam step (the same
               torch.optim.Adam for both), RRDB frozen (stage 2) and joint (stage 3);
-  decode      eval mode, no grad, z ~ N(0, 0.8^2) given, split eps drawn at t=0.8 by each model.
+  decode      eval mode, no grad, z ~ N(0, 0.8^2) given, split eps drawn at t=0.8 by each model;
+  decode bf16 ours under bf16 autocast (utils/precision.py), beside the official float32 decode; only on a
+              CPU with native bf16 (AVX512_BF16 or AMX) or a GPU with bf16. Its quality is printed first: the
+              bf16 decode of the reference latents against the float32 one, and the t=0 mean image's PSNR.
+`--profile N` adds the N operators that take most of ours' decode, in float32 and in bf16 (torch.profiler, self
+CPU time), with the share of the time spent in the RRDB: where the time goes when a target is missed.
+`--clock cpu` times with the process's CPU time instead of the wall clock: with --threads 1 on a machine
+that other jobs share, it leaves out the time the process waited for a core (cache contention stays in).
+The CPU's name and whether it computes bf16 natively are printed beside the table, with the targets.
 Memory, per phase: CUDA max_memory_allocated (weights included); on the CPU the peak resident set size
 the phase added to its process after the model was built and its weights loaded (VmHWM after a reset,
 minus VmRSS, with freed heap memory returned to the OS first): activations, gradients, Adam state and
@@ -45,6 +54,7 @@ import copy
 import ctypes
 import gc
 import importlib.util
+import math
 import multiprocessing as mp
 import os
 import resource
@@ -92,7 +102,9 @@ def options(method: str) -> dict:
 SIZES = {"tiny": (1, 32), "reduced": (2, 64), "full": (16, 160)}  # (batch, HR patch side)
 LEARNING_RATE, BETAS = 2.5e-4, (0.9, 0.99)  # official lr_G, beta1, beta2
 TEMPERATURE = 0.8
-PHASES = {"train_frozen": "train step, RRDB frozen", "train_joint": "train step, joint", "decode": "decode t=0.8"}
+PHASES = {"train_frozen": "train step, RRDB frozen", "train_joint": "train step, joint", "decode": "decode t=0.8",
+          "decode_bf16": "decode t=0.8, ours in bf16"}
+TARGETS = {"train_frozen": 1.3, "train_joint": 1.3, "decode": 1.5, "decode_bf16": 2.0}  # ours/official throughput
 VARIANTS = {"default": {}, "channels-last": {"channels_last": True}, "contiguous": {"channels_last": False},
             "compile": {"compile": True}}
 
@@ -241,6 +253,38 @@ def difference(ours: Any, official: Any) -> Tuple[float, float]:
     return float((ours - official)[finite].abs().max()), float(official[finite].abs().max())
 
 
+def bf16_quality(net: Any, ref: Dict[str, Any], args: argparse.Namespace) -> Optional[Dict[str, float]]:
+    """Ours in bf16 against ours in float32: the t=0.8 decode of the reference latents (max abs difference),
+    the t=0 mean image (PSNR of bf16's against float32's), encode-then-decode (max abs error) and the NLL
+    (relative difference); None where bf16 is not native here."""
+    import torch
+    from utils import precision
+    device = args.device
+    dtype, _ = precision.autocast_dtype("bf16", torch.device(device), "bf16")
+    if dtype is None:
+        return None
+    net.to(device).eval()
+    lr, hr = ref["lr"].to(device), ref["hr"].to(device)
+    sample = [e.to(device) for e in ref["sample"]]
+    out = {}
+    with torch.no_grad():
+        for name, ctx in (("float32", precision.autocast(torch.device(device), None)),
+                          ("bf16", precision.autocast(torch.device(device), dtype))):
+            with ctx:
+                encoded = noise(args, hr, False)  # NCSR: decoding the latents back needs the same noise level
+                epses, nll, _ = net(gt=hr, lr=lr, epses=[], add_gt_noise=False, **encoded)
+                decode = dict(lr=lr, reverse=True, add_gt_noise=False)
+                out[name] = {"sr": net(epses=list(sample), **decode, **noise(args, hr, True))[0],
+                             "mean": net(eps_std=0, **decode, **noise(args, hr, True))[0].clamp(0, 1),
+                             "back": net(epses=epses, **decode, **encoded)[0], "nll": nll}
+    a, b = out["float32"], out["bf16"]
+    mse = float(((a["mean"] - b["mean"]) ** 2).mean())
+    return {"sr t=0.8 max abs diff": float((a["sr"] - b["sr"]).abs().max()),
+            "t=0 PSNR vs float32 (dB)": 10 * math.log10(1 / mse) if mse else math.inf,
+            "encode-decode max abs error (1/255)": float((b["back"] - hr).abs().max()) * 255,
+            "nll relative diff": float(((b["nll"] - a["nll"]) / a["nll"]).abs().max())}
+
+
 def status_mib(key: str) -> float:
     with open("/proc/self/status") as f:
         for line in f:
@@ -274,14 +318,15 @@ def time_phase(net: Any, impl: str, phase: str, ref: Dict[str, Any], args: argpa
     device = torch.device(args.device)
     net.to(device)
     lr, hr = ref["lr"].to(device), ref["hr"].to(device)
-    if phase == "decode":
+    if phase.startswith("decode"):
         net.eval()
         z = torch.randn(ref["z"].shape, generator=torch.Generator().manual_seed(2)).mul_(TEMPERATURE).to(device)
+        bf16 = phase == "decode_bf16"  # ours only (the official process has its own `utils`: no project import)
 
         std = noise(args, hr, True)
 
         def call() -> None:
-            with torch.no_grad():
+            with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                 net(lr=lr, z=z, eps_std=TEMPERATURE, reverse=True, **std)
     else:
         set_rrdb_training(net, impl, phase == "train_joint")
@@ -307,12 +352,13 @@ def time_phase(net: Any, impl: str, phase: str, ref: Dict[str, Any], args: argpa
     base = status_mib("VmRSS")
     call()  # warm-up: allocator, Adam state
     sync()
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
     times = []
     for _ in range(args.iters):
-        start = time.perf_counter()
+        start = clock()
         call()
         sync()
-        times.append(time.perf_counter() - start)
+        times.append(clock() - start)
     if device.type == "cuda":
         memory = torch.cuda.max_memory_allocated() / 2 ** 20
     elif exact_peak:
@@ -320,6 +366,46 @@ def time_phase(net: Any, impl: str, phase: str, ref: Dict[str, Any], args: argpa
     else:  # no reset: the process peak, which may include building the model
         memory = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - base
     return {"best": min(times), "median": statistics.median(times), "memory": memory}
+
+
+def profile_decode(net: Any, ref: Dict[str, Any], args: argparse.Namespace) -> List[str]:
+    """Lines: per precision, the RRDB's share of decode and the `args.profile` operators of most self CPU time."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+    from utils import precision
+    device = torch.device(args.device)
+    net.to(device).eval()
+    lr = ref["lr"].to(device)
+    z = torch.randn(ref["z"].shape, generator=torch.Generator().manual_seed(2)).mul_(TEMPERATURE).to(device)
+    std = noise(args, ref["hr"].to(device), True)
+    lines = []
+    for name in ("float32", "bf16"):
+        dtype, note = precision.autocast_dtype(name, device, name)
+        if note:
+            lines.append(f"profile {name}: {note}")
+            continue
+        def cpu_seconds(call: Any) -> float:
+            """The best of two, after a warm-up."""
+            call()
+            times = []
+            for _ in range(2):
+                start = time.process_time()
+                call()
+                times.append(time.process_time() - start)
+            return min(times)
+
+        with torch.no_grad(), precision.autocast(device, dtype):
+            total = cpu_seconds(lambda: net(lr=lr, z=z, eps_std=TEMPERATURE, reverse=True, **std))
+            rrdb = cpu_seconds(lambda: net.rrdb_preprocessing(lr, with_out=True))
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                net(lr=lr, z=z, eps_std=TEMPERATURE, reverse=True, **std)
+        events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+        whole = sum(e.self_cpu_time_total for e in events) or 1
+        lines.append(f"profile of ours' decode in {name}: the RRDB is {rrdb / total:.0%} of it (RRDB {rrdb:.2f} s, "
+                     f"decode {total:.2f} s, CPU time, unprofiled); top operators by self CPU time:")
+        lines += [f"  {e.key:<44}{e.self_cpu_time_total / whole:>6.1%}  calls {e.count}"
+                  for e in events[:args.profile]]
+    return lines
 
 
 def child(task: str, impl: str, args: argparse.Namespace, ref_path: str, queue: mp.Queue) -> None:
@@ -341,7 +427,14 @@ def child(task: str, impl: str, args: argparse.Namespace, ref_path: str, queue: 
         load_weights(net, impl, Path(ref_path))
         ref = torch.load(ref_path, map_location="cpu", weights_only=True)
         del ref["weights"]
-        result = check_parity(net, ref, args) if task == "parity" else time_phase(net, impl, task, ref, args)
+        if task == "parity":
+            result = check_parity(net, ref, args)
+        elif task == "bf16_quality":
+            result = bf16_quality(net, ref, args)
+        elif task == "profile":
+            result = profile_decode(net, ref, args)
+        else:
+            result = time_phase(net, impl, task, ref, args)
         queue.put(("ok", result))
     except UserError as e:
         queue.put(("user", str(e)))
@@ -370,15 +463,11 @@ def run_child(task: str, impl: str, args: argparse.Namespace, ref_path: str, var
 
 def machine(args: argparse.Namespace) -> str:
     import torch
-    cpu = "unknown CPU"
-    try:
-        with open("/proc/cpuinfo") as f:
-            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
-    except OSError:
-        pass
-    where = f"{cpu}, {os.cpu_count()} logical CPUs, torch.set_num_threads({args.threads})"
+    sys.path.insert(0, str(ROOT))
+    from utils import precision
+    where = f"{precision.describe_cpu()}; {os.cpu_count()} logical CPUs, torch.set_num_threads({args.threads})"
     if args.device == "cuda":
-        where = f"{torch.cuda.get_device_name()}; host {where}"
+        where = f"{torch.cuda.get_device_name()} (bf16: {torch.cuda.is_bf16_supported()}); host {where}"
     return f"{where}, torch {torch.__version__}"
 
 
@@ -396,6 +485,8 @@ def write_json(path: str, args: argparse.Namespace, parity: Dict[str, Tuple[floa
     out: Dict[str, Any] = {"device": args.device, "batch": args.batch, "patch": args.patch, "iters": args.iters,
                            "parity_max_abs_diff": {k: d for k, (d, _) in parity.items()}, "phases": {}}
     for phase in args.phases:
+        if ("official", phase) not in results:  # decode_bf16 without native bf16
+            continue
         off = results[("official", phase)]
         entry: Dict[str, Any] = {"official": off}
         for variant in args.variant:
@@ -407,34 +498,69 @@ def write_json(path: str, args: argparse.Namespace, parity: Dict[str, Tuple[floa
 
 
 def print_table(args: argparse.Namespace, parity: Dict[str, Tuple[float, float]],
-                results: Dict[Tuple[str, str], Dict[str, float]]) -> None:
+                quality: Optional[Dict[str, float]], results: Dict[Tuple[str, str], Dict[str, float]]) -> None:
     batch, side = args.batch, args.patch
     size = args.size if (batch, side) == SIZES[args.size] else "custom"
     official = options(args.method)
     net, flow = official["network_G"], official["network_G"]["flow"]
     print()
-    print(f"{official.get('model', 'SRFlow')} 4x (nf {net['nf']}, nb {net['nb']}, K {flow['K']}, L {flow['L']}, blocks "
-          f"{flow['stackRRDB']['blocks']}), {size} size: batch {batch}, HR {side}x{side} "
-          f"(LR {side // 4}x{side // 4}), {args.device}, best of {args.iters}")
+    print(f"{official.get('model', 'SRFlow')} 4x (nf {net['nf']}, nb {net['nb']}, K {flow['K']}, L {flow['L']}, "
+          f"blocks {flow['stackRRDB']['blocks']}), {size} size: batch {batch}, HR {side}x{side} "
+          f"(LR {side // 4}x{side // 4}), {args.device}, best of {args.iters} x {args.rounds} round(s), "
+          f"{'CPU' if args.clock == 'cpu' else 'wall'} time")
     print(f"machine: {machine(args)}")
     print("parity, same weights and inputs: max |ours - official| " +
           ", ".join(f"{k} {d:.1e} (of |{v:.3g}|)" for k, (d, v) in parity.items()))
+    print("bf16 quality, ours in bf16 vs ours in float32: " +
+          (", ".join(f"{k} {v:.3g}" for k, v in quality.items()) if quality else "not measured (no native bf16)"))
     memory = "peak MiB (CUDA allocated)" if args.device == "cuda" else "peak RSS added MiB"
-    print(f"{'':<46}{'official':>10}{'ours':>10}{'ours/official':>15}")
+    print(f"{'':<46}{'official':>10}{'ours':>10}{'ours/official':>15}{'target':>8}")
     phases = {p: t for p, t in PHASES.items() if p in args.phases}
     for variant in args.variant:
         for phase, title in phases.items():
+            if (variant, phase) not in results:  # decode_bf16 without native bf16
+                continue
             off, ours = results[("official", phase)], results[(variant, phase)]
+            ratio, target = off["best"] / ours["best"], TARGETS[phase]
+            verdict = "met" if ratio >= target else f"{ratio / target - 1:+.0%}"
             label = f"{title}{variant_label(variant)}, images/s"
             print(f"{label:<46}{batch / off['best']:>10.2f}{batch / ours['best']:>10.2f}"
-                  f"{off['best'] / ours['best']:>14.2f}x")
+                  f"{ratio:>14.2f}x{target:>7.1f}x {verdict}")
     for variant in args.variant:
         for phase, title in phases.items():
+            if (variant, phase) not in results:
+                continue
             off, ours = results[("official", phase)], results[(variant, phase)]
             label = f"{title}{variant_label(variant)}, {memory}"
-            print(f"{label:<46}{off['memory']:>10.0f}{ours['memory']:>10.0f}"
-                  f"{ours['memory'] / off['memory']:>14.2f}x")
-    print("ratio: throughput ours/official (above 1: ours faster); memory ours/official (below 1: ours smaller)")
+            ratio = ours["memory"] / off["memory"]
+            print(f"{label:<46}{off['memory']:>10.0f}{ours['memory']:>10.0f}{ratio:>14.2f}x{1:>7.1f}x "
+                  f"{'met' if ratio <= 1 else 'higher'}")
+    print("ratio: throughput ours/official (above 1: ours faster); memory ours/official (below 1: ours smaller); "
+          "the official code always decodes in float32")
+
+
+def time_all(args: argparse.Namespace, ref_path: str, bf16: bool) -> Dict[Tuple[str, str], Dict[str, float]]:
+    """Every phase of the official code and of each variant of ours, `args.rounds` times, in alternating order;
+    the best time and the highest memory of the rounds, by (variant or `official`, phase). The official code
+    has no bf16 decode: its row compares with its float32 one."""
+    results: Dict[Tuple[str, str], Dict[str, float]] = {}
+    runs = [("official", "official")] + [("ours", v) for v in args.variant]
+    for round_ in range(args.rounds):
+        for phase, title in PHASES.items():
+            if phase not in args.phases:
+                continue
+            for impl, variant in runs if round_ % 2 == 0 else runs[::-1]:
+                if phase == "decode_bf16" and (impl == "official" or not bf16):
+                    continue
+                r = run_child(phase, impl, args, ref_path, variant)
+                name = impl + variant_label(variant)
+                print(f"{name:>8} {title}: best {r['best'] * 1e3:.0f} ms, median {r['median'] * 1e3:.0f} ms",
+                      flush=True)
+                kept = results.setdefault((variant, phase), r)
+                kept.update(best=min(kept["best"], r["best"]), memory=max(kept["memory"], r["memory"]))
+    if ("official", "decode") in results and any(phase == "decode_bf16" for _, phase in results):
+        results[("official", "decode_bf16")] = results[("official", "decode")]
+    return results
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -448,11 +574,17 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--patch", type=int, help="override the size's HR patch side (a multiple of 8)")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
     parser.add_argument("--iters", type=int, default=5, help="timed calls per phase; the fastest counts")
+    parser.add_argument("--rounds", type=int, default=1,
+                        help="repeat every timing this many times, official and ours alternating; the best counts")
     parser.add_argument("--variant", action="append", choices=sorted(VARIANTS),
                         help="a setting of ours to time (repeatable; default: default)")
     parser.add_argument("--phases", nargs="+", choices=list(PHASES), default=list(PHASES),
-                        help="which phases to time (default: all)")
+                        help="which phases to time (default: all; decode_bf16 needs decode)")
     parser.add_argument("--json", help="also write every figure to this JSON file")
+    parser.add_argument("--profile", type=int, default=0, metavar="N",
+                        help="also print the N operators that take most of ours' decode, float32 and bf16")
+    parser.add_argument("--clock", choices=["wall", "cpu"], default="wall",
+                        help="cpu: the process's CPU time (steadier on a shared machine with --threads 1)")
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)),
                         help="torch.set_num_threads in every process (default: the CPUs this process may use)")
     return parser.parse_args(argv)
@@ -468,8 +600,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         batch, side = SIZES[args.size]
         args.batch = batch if args.batch is None else args.batch
         args.patch = side if args.patch is None else args.patch
-        if min(args.iters, args.threads, args.batch) < 1 or args.patch < 8 or args.patch % 8:
-            raise UserError("--iters, --threads and --batch must be at least 1, --patch a positive multiple of 8")
+        if min(args.iters, args.threads, args.batch, args.rounds) < 1 or args.patch < 8 or args.patch % 8:
+            raise UserError("--iters, --rounds, --threads and --batch must be at least 1, --patch a positive "
+                            "multiple of 8")
+        if "decode_bf16" in args.phases and "decode" not in args.phases:
+            raise UserError("--phases decode_bf16 is compared with the official decode: add decode")
         if args.device == "cuda":
             import torch
             if not torch.cuda.is_available():
@@ -485,16 +620,13 @@ def main(argv: Optional[List[str]] = None) -> int:
                 print(f"error: outputs differ beyond float32 round-off ({', '.join(bad)}); not timing",
                       file=sys.stderr)
                 return 1
-            results = {}
-            for phase, title in PHASES.items():
-                if phase not in args.phases:
-                    continue
-                for impl, variant in [("official", "official")] + [("ours", v) for v in args.variant]:
-                    r = results[(variant, phase)] = run_child(phase, impl, args, ref_path, variant)
-                    name = impl + variant_label(variant)
-                    print(f"{name:>8} {title}: best {r['best'] * 1e3:.0f} ms, median {r['median'] * 1e3:.0f} ms",
-                          flush=True)
-        print_table(args, parity, results)
+            quality = run_child("bf16_quality", "ours", args, ref_path)
+            if quality:
+                print("bf16 vs float32 (ours): " + ", ".join(f"{k} {v:.3g}" for k, v in quality.items()), flush=True)
+            results = time_all(args, ref_path, bf16=quality is not None)
+            profile = run_child("profile", "ours", args, ref_path) if args.profile else []
+        print_table(args, parity, quality, results)
+        print("\n".join(profile))
         if args.json:
             write_json(args.json, args, parity, results)
     except UserError as e:

@@ -121,7 +121,8 @@ def _lr_schemes() -> List[str]:
 
 def render() -> str:
     schema = recipe_schema()
-    top = {k: v for k, v in schema.items() if isinstance(v, Key)}
+    # by name: the order of declaration follows the order of imports, which differs between processes
+    top = {k: schema[k] for k in sorted(schema) if isinstance(schema[k], Key)}
     lines = [HEAD, "## Top level", "", *_table(top)]
     sections = sorted((name for name, spec in schema.items() if not isinstance(spec, Key)),
                       key=lambda name: ORDER.index(name) if name in ORDER else len(ORDER))

@@ -12,6 +12,7 @@ from conftest import ROOT, save_random_weights, tiny_test_srflow_recipe
 from inference.corrupt import corrupt
 from inference.images import resample
 from inference.latents import center_crop, normalize_for_restore, slerp, strip_fractions
+from utils import precision
 from utils.image import read_image
 from utils.metrics import psnr_y
 
@@ -51,6 +52,16 @@ def test_temperature_scales_the_inputs_own_latents_and_t1_gives_it_back(play, im
         again = read_image(tmp_path / f"{i}_temperature_t1.png")
         assert again.shape == original.shape
         assert np.abs(again - original).max() <= 1 / 255 + 1e-6  # decode inverts encode; only the PNG rounds
+
+
+@pytest.mark.skipif(precision.cpu_bf16_feature() is None, reason="this CPU has no native bf16")
+def test_bf16_temperature_1_still_gives_the_input_back(play, image_dirs, tmp_path, capsys):
+    assert play("temperature", "--temperature", "1", "--steps", "2", "--precision", "bf16", output=tmp_path) == 0
+    assert "on cpu in bf16" in capsys.readouterr().out
+    for i in (0, 1):
+        original = read_image(Path(image_dirs["val"]) / f"{i}.png")
+        again = read_image(tmp_path / f"{i}_temperature_t1.png")
+        assert np.abs(again - original).max() <= 1 / 255 + 1e-6  # what reads the latents stays float32
 
 
 def test_strip_goes_from_the_modes_latents_to_the_t0_mean_image(play, tmp_path):

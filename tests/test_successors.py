@@ -79,6 +79,21 @@ def test_matches_official_code_in_float64(name, tmp_path):
             assert torch.allclose(logdet, ref[key]["logdet"], **close), key
 
 
+@pytest.mark.parametrize("name", [n for n in REFERENCES if n.endswith("4x.pt")])
+def test_under_bf16_autocast_decode_inverts_encode_to_float32_round_off(name, tmp_path):
+    # What reads the latents (fAffine, NCSR's noise-level affine, the split prior) stays float32 under autocast;
+    # in bf16 it would leave about 1e-3 between the input and its decoded latents.
+    ref = torch.load(DATA / name, weights_only=True)
+    net = network_from_official(ref, tmp_path).float()
+    lr, hr = ref["lr"].float(), ref["hr"].float()
+    std = {"std": ref["noise_std"]["train"].float()} if "ncsr" in name else {}
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        epses, nll, _ = net(gt=hr, lr=lr, epses=[], add_gt_noise=False, **std)
+        back = net(lr=lr, reverse=True, epses=epses, add_gt_noise=False, **std)[0]
+    assert all(e.dtype == torch.float32 for e in epses) and nll.dtype == torch.float32
+    assert (back - hr).abs().max() < 1e-4
+
+
 def test_every_variant_at_both_scales_has_a_reference():
     variants = {"plain", "r", "s", "d"}
     assert {f"srflow_da_{v}_{s}x.pt" for v in variants for s in (4, 8)} | {"ncsr_4x.pt", "ncsr_8x.pt"} \

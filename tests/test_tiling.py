@@ -15,6 +15,7 @@ from conftest import ROOT, randomize, tiny_srflow_recipe
 from inference.model import parse_inference_options
 from inference.sr import super_resolve
 from models import build_network
+from utils import precision
 from utils.metrics import psnr_y
 
 
@@ -91,14 +92,17 @@ def test_tiling_holds_one_tile_besides_the_output(flow_net):
     assert peaks[40, 0][0] > 1.3 * peaks[32, 0][0]  # while untiled, the peak grows with the area
 
 
-def test_bench_tile_memory_prints_a_row_per_tile():
+def test_bench_tile_memory_prints_a_row_per_tile_and_precision():
     run = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_tile_memory.py"), "--hr", "128x96",
                           "--tiles", "0", "16", "--threads", "1"], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr
     lines = run.stdout.splitlines()
-    assert lines[0].startswith("options/demo/srflow.yml: HR 128x96") and "peak GiB" in lines[1]
-    rows = [line.split() for line in lines[2:]]
-    assert [r[0] for r in rows] == ["whole", "16"]
+    start = next(i for i, line in enumerate(lines) if line.startswith("options/demo/srflow.yml: HR 128x96"))
+    assert lines[start + 1].startswith("machine: ") and "native bf16: " in lines[start + 1]
+    assert "peak GiB" in lines[start + 2] and "precision" in lines[start + 2]
+    rows = [line.split() for line in lines[start + 3:]]
+    precisions = ["float32", "bf16"] if precision.cpu_bf16_feature() else ["float32"]  # else a note says why
+    assert [r[:2] for r in rows] == [[tile, p] for tile in ("whole", "16") for p in precisions]
     for row in rows:
-        peak, added, seconds = map(float, row[1:])
-        assert peak > 0 and 0 <= added <= peak and seconds > 0
+        peak, added, seconds, cpu_seconds = map(float, row[2:])
+        assert peak > 0 and 0 <= added <= peak and seconds > 0 and cpu_seconds > 0

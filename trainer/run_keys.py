@@ -17,7 +17,7 @@ TOP_LEVEL = {
     "distortion": Key(str, "sr", "accepted for DLAS's recipes; no effect"),
     "scale": SCALE,
     "gpu_ids": Key(list, [], "CUDA devices ([]: the CPU, or the first GPU when there is one)", items=COUNT),
-    "fp16": Key(bool, False, "mixed precision on CUDA"),
+    "fp16": Key(bool, False, "mixed precision in training: on CUDA, and bf16 on CPUs that compute it natively"),
     "start_step": Key(int, -1, "-1: continue from the checkpoint's iteration; 0: from zero", at_least=-1),
     "use_tb_logger": Key(bool, True, "write TensorBoard logs"),
     "wandb": Key(bool, False, "log to Weights & Biases (needs the optional package)"),

@@ -1,5 +1,4 @@
 """The generic training loop: owns networks, steps, evaluators and checkpoints; `fit()` runs the recipe."""
-import contextlib
 import signal
 import time
 from pathlib import Path
@@ -24,7 +23,7 @@ from trainer.state_keys import check_state_keys
 from trainer.step import Step
 from trainer.stop_signals import StopSignals
 from trainer.training_state import TrainingState
-from utils import dist
+from utils import dist, precision
 from utils.dist import unwrap
 from utils.errors import ConfigError, DataError, TrainingInterrupted, TrainingStopped
 
@@ -95,6 +94,9 @@ class Trainer:
         self.steps = [Step(name, o, self.env) for name, o in opt["steps"].items()]
 
         self.amp_dtype = self._amp_dtype()
+        self.val_dtype, note = precision.autocast_dtype(opt["precision"], self.device, f"precision: {opt['precision']}")
+        if note:
+            self.log.warning(note)
         self.scaler = grad_scaler() if self.amp_dtype == torch.float16 else None
 
         train_opt = opt["datasets"].get("train")
@@ -157,17 +159,19 @@ class Trainer:
         return path
 
     def _amp_dtype(self) -> Optional[torch.dtype]:
+        """fp16: true: bf16 on a GPU that has it, else float16 (with a loss scaler); bf16 on a CPU that computes
+        it natively, else float32 with a note (emulated bf16 is slower than float32)."""
         if not self.opt["fp16"]:
             return None
-        if self.device.type != "cuda":
-            self.log.warning("fp16: true needs CUDA; training in float32 on the CPU")
-            return None
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        if self.device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        dtype, note = precision.autocast_dtype("bf16", self.device, "fp16: true")
+        if note:
+            self.log.warning(note)
+        return dtype
 
     def autocast(self) -> Any:
-        if self.amp_dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast("cuda", dtype=self.amp_dtype)
+        return precision.autocast(self.device, self.amp_dtype)
 
     def _wrap(self, name: str) -> None:
         """Under torchrun, (re)wrap a network with trainable parameters in DistributedDataParallel."""
@@ -442,7 +446,8 @@ class Trainer:
             with torch.random.fork_rng(devices=devices):
                 torch.manual_seed(self.opt["manual_seed"])
                 for evaluator in self.evaluators:
-                    metrics.update(evaluator.evaluate(self.it, self.logger))
+                    with precision.autocast(self.device, self.val_dtype):
+                        metrics.update(evaluator.evaluate(self.it, self.logger))
         finally:
             for name, original in swapped.items():
                 self.emas[name].restore(unwrap(self.networks[name]), original)

@@ -105,17 +105,19 @@ class CondAffineSeparatedAndCond(InvertibleLayer):
         conv = self.first_conv(name)
         return (conv.weight, None) if conv.needs_init() else conv.folded()
 
-    def _shift_scale(self, name: str, pre: torch.Tensor) -> Affine:
-        """The rest of a conditioning net, from its first convolution's output."""
+    def _shift_scale(self, name: str, pre: torch.Tensor, dtype: torch.dtype) -> Affine:
+        """The rest of a conditioning net, from its first convolution's output; in the latents' `dtype` (float32
+        under autocast too: shift and scale act on the latents, and log(scale) is the log-determinant)."""
         conv = self.first_conv(name)
         if conv.needs_init():
             pre = conv.actnorm(pre)[0]
-        return self.affine_of(self.after_first(name, torch.relu(pre)))
+        return self.affine_of(self.after_first(name, torch.relu(pre)).to(dtype))
 
     def affine_of(self, h: torch.Tensor) -> Affine:
         return h[:, 0::2], torch.sigmoid(h[:, 1::2] + 2.0) + self.eps
 
-    def _conditioned(self, ft: Features) -> Tuple[torch.Tensor, torch.Tensor, Callable[[torch.Tensor], Affine]]:
+    def _conditioned(self, ft: Features,
+                     dtype: torch.dtype) -> Tuple[torch.Tensor, torch.Tensor, Callable[[torch.Tensor], Affine]]:
         """fFeatures' (shift, scale) from the conditioning, and fAffine as a function of z1 alone."""
         n = self.channels_for_nn
         w_features, b_features = self._first_conv("fFeatures")
@@ -127,11 +129,16 @@ class CondAffineSeparatedAndCond(InvertibleLayer):
             bias = torch.cat([zeros if b is None else b for b in (b_features, b_affine)])
         pre_ft = conv3x3(ft, [w_features, w_affine_ft], bias)
         pre_features, pre_affine = pre_ft.split(self.hidden_channels, dim=1)
-        shift_ft, scale_ft = self._shift_scale("fFeatures", pre_features)
+        shift_ft, scale_ft = self._shift_scale("fFeatures", pre_features, dtype)
         padding = self.first_conv("fAffine").padding
 
         def self_affine(z1: torch.Tensor) -> Affine:
-            return self._shift_scale("fAffine", F.conv2d(z1, w_affine_z, padding=padding) + pre_affine)
+            # What reads z1 runs in the latents' dtype, under autocast too: in bf16, encode and decode could round
+            # z1s that differ by float32 round-off apart, and decode would not invert encode. (The features'
+            # convolution above, most of the work, depends on no latent: it may run in bf16.)
+            with torch.autocast(z1.device.type, enabled=False):
+                pre = F.conv2d(z1, w_affine_z.to(z1.dtype), padding=padding) + pre_affine.to(z1.dtype)
+                return self._shift_scale("fAffine", pre, dtype)
         return shift_ft, scale_ft, self_affine
 
     def between(self, z: torch.Tensor, logdet: torch.Tensor, cond: FlowCond,
@@ -141,7 +148,7 @@ class CondAffineSeparatedAndCond(InvertibleLayer):
         return z, logdet
 
     def encode(self, x: torch.Tensor, logdet: torch.Tensor, cond: FlowCond) -> Tuple[torch.Tensor, torch.Tensor]:
-        shift_ft, scale_ft, self_affine = self._conditioned(cond.features)
+        shift_ft, scale_ft, self_affine = self._conditioned(cond.features, x.dtype)
         z, logdet = self.between((x + shift_ft) * scale_ft, logdet + sum_log(scale_ft), cond, reverse=False)
         z1, z2 = z[:, :self.channels_for_nn], z[:, self.channels_for_nn:]
         shift, scale = self_affine(z1)
@@ -149,7 +156,7 @@ class CondAffineSeparatedAndCond(InvertibleLayer):
         return torch.cat([z1, z2], dim=1), logdet + sum_log(scale)
 
     def decode(self, y: torch.Tensor, logdet: torch.Tensor, cond: FlowCond) -> Tuple[torch.Tensor, torch.Tensor]:
-        shift_ft, scale_ft, self_affine = self._conditioned(cond.features)
+        shift_ft, scale_ft, self_affine = self._conditioned(cond.features, y.dtype)
         z1, z2 = y[:, :self.channels_for_nn], y[:, self.channels_for_nn:]
         shift, scale = self_affine(z1)
         z, logdet = self.between(torch.cat([z1, z2 / scale - shift], dim=1), logdet - sum_log(scale), cond, reverse=True)

@@ -35,7 +35,8 @@ class NoiseCondAffine(CondAffineSeparatedAndCond):
             return z, logdet
         z1, z2 = z[:, :self.channels_for_nn], z[:, self.channels_for_nn:]
         std = self.expand_std(cond.std.to(z), tuple(z.shape[-2:]))
-        shift, scale = self.affine_of(self.fAffine_std(torch.cat([z1, std], dim=1)))
+        with torch.autocast(z.device.type, enabled=False):  # reads latents: as fAffine does (coupling.py)
+            shift, scale = self.affine_of(self.fAffine_std(torch.cat([z1, std], dim=1)))
         if reverse:
             return torch.cat([z1, z2 / scale - shift], dim=1), logdet - sum_log(scale)
         return torch.cat([z1, (z2 + shift) * scale], dim=1), logdet + sum_log(scale)

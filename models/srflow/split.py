@@ -26,7 +26,8 @@ class Split2d(InvertibleLayer):
         self.nll_weight = nll_weight
 
     def prior(self, z1: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
-        h = self.conv(z1)
+        with torch.autocast(z1.device.type, enabled=False):  # reads latents: as in the couplings' fAffine
+            h = self.conv(z1)
         return h[:, 0::2], h[:, 1::2]
 
     def encode(self, x: torch.Tensor, logdet: torch.Tensor, cond: FlowCond) -> Tuple[torch.Tensor, torch.Tensor]:
