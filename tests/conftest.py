@@ -6,6 +6,7 @@ from typing import Optional
 
 import numpy as np
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -173,3 +174,21 @@ def tiny_test_srflow_recipe(test_dir: str, root: Path, weights: Optional[str] = 
             "path": {"experiments_root": str(root / "experiments"), "results_root": str(root / "results"),
                      **({"pretrain_model_generator": weights} if weights else {})},
             "test": {"heats": [0.0, 0.5]}}
+
+
+def write_three_stage_pipeline(tmp_path: Path, image_dirs, flow: dict) -> dict:
+    """Write a tiny RRDB recipe, the flow recipe `flow` and pipe.yml, the three SRFlow stages
+    (scripts/train_srflow_pipeline.py), into `tmp_path`; returns the RRDB recipe."""
+    rrdb = tiny_rrdb_recipe(image_dirs, None, niter=4, val_freq=4)
+    rrdb["networks"]["generator"].update(nf=8, nb=2, gc=4)
+    for recipe in (rrdb, flow):
+        del recipe["path"]["experiments_root"]  # the pipeline puts each stage under experiments/
+        recipe["logger"]["save_checkpoint_freq"] = 2
+    (tmp_path / "rrdb.yml").write_text(yaml.safe_dump(rrdb))
+    (tmp_path / "flow.yml").write_text(yaml.safe_dump(flow))
+    (tmp_path / "pipe.yml").write_text(yaml.safe_dump({"pipeline": {"name": "p", "stages": [
+        {"name": "rrdb", "recipe": "rrdb.yml"},
+        {"name": "flow", "recipe": "flow.yml", "rrdb_from": "rrdb"},
+        {"name": "joint", "recipe": "flow.yml", "weights_from": "flow",
+         "set": ["networks.generator.train_RRDB=true"]}]}}))
+    return rrdb

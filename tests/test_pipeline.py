@@ -4,7 +4,7 @@ import importlib.util
 import torch
 import yaml
 
-from conftest import ROOT, tiny_rrdb_recipe, tiny_srflow_recipe
+from conftest import ROOT, tiny_srflow_recipe, write_three_stage_pipeline
 from utils.image import read_image
 
 spec = importlib.util.spec_from_file_location("pipeline", ROOT / "scripts" / "train_srflow_pipeline.py")
@@ -14,19 +14,7 @@ spec.loader.exec_module(pipeline)
 
 def test_three_stages_hand_off_and_resume(image_dirs, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    rrdb = tiny_rrdb_recipe(image_dirs, None, niter=4, val_freq=4)
-    rrdb["networks"]["generator"].update(nf=8, nb=2, gc=4)
-    flow = tiny_srflow_recipe(image_dirs, None, niter=4, val_freq=2)
-    for recipe in (rrdb, flow):
-        del recipe["path"]["experiments_root"]
-        recipe["logger"]["save_checkpoint_freq"] = 2
-    (tmp_path / "rrdb.yml").write_text(yaml.safe_dump(rrdb))
-    (tmp_path / "flow.yml").write_text(yaml.safe_dump(flow))
-    (tmp_path / "pipe.yml").write_text(yaml.safe_dump({"pipeline": {"name": "p", "stages": [
-        {"name": "rrdb", "recipe": "rrdb.yml"},
-        {"name": "flow", "recipe": "flow.yml", "rrdb_from": "rrdb"},
-        {"name": "joint", "recipe": "flow.yml", "weights_from": "flow",
-         "set": ["networks.generator.train_RRDB=true"]}]}}))
+    rrdb = write_three_stage_pipeline(tmp_path, image_dirs, tiny_srflow_recipe(image_dirs, None, niter=4, val_freq=2))
     rrdb["train"]["ema_decay"] = 0.9  # stage 1 hands on its moving average
     (tmp_path / "rrdb.yml").write_text(yaml.safe_dump(rrdb))
     monkeypatch.setattr("sys.argv", ["pipeline", "-opt", "pipe.yml"])

@@ -7,7 +7,7 @@ import pytest
 import torch
 import yaml
 
-from conftest import ROOT, run_test_py, tiny_rrdb_recipe, tiny_srflow_recipe
+from conftest import ROOT, run_test_py, tiny_srflow_recipe, write_three_stage_pipeline
 from utils.image import read_image
 
 spec = importlib.util.spec_from_file_location("pipeline", ROOT / "scripts" / "train_srflow_pipeline.py")
@@ -41,19 +41,8 @@ def family_recipe(family: str, image_dirs) -> dict:
 @pytest.mark.parametrize("family", ["srflow_da", "ncsr"])
 def test_three_stages_then_test_py_tiling_and_playground(family, image_dirs, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    rrdb = tiny_rrdb_recipe(image_dirs, None, niter=4, val_freq=4)
-    rrdb["networks"]["generator"].update(nf=8, nb=2, gc=4)
     flow = family_recipe(family, image_dirs)
-    for recipe in (rrdb, flow):
-        del recipe["path"]["experiments_root"]
-        recipe["logger"]["save_checkpoint_freq"] = 2
-    (tmp_path / "rrdb.yml").write_text(yaml.safe_dump(rrdb))
-    (tmp_path / "flow.yml").write_text(yaml.safe_dump(flow))
-    (tmp_path / "pipe.yml").write_text(yaml.safe_dump({"pipeline": {"name": "p", "stages": [
-        {"name": "rrdb", "recipe": "rrdb.yml"},
-        {"name": "flow", "recipe": "flow.yml", "rrdb_from": "rrdb"},
-        {"name": "joint", "recipe": "flow.yml", "weights_from": "flow",
-         "set": ["networks.generator.train_RRDB=true"]}]}}))
+    write_three_stage_pipeline(tmp_path, image_dirs, flow)
     monkeypatch.setattr("sys.argv", ["pipeline", "-opt", "pipe.yml"])
     assert pipeline.main() == 0
     out = capsys.readouterr().out
