@@ -161,7 +161,9 @@ def part_cuda_tests(runner: Runner, log: Path, s: Settings) -> List[Row]:
 def training_sets(s: Settings, name: str, root: Path, fp16: bool) -> List[str]:
     sets = [f"name={name}", f"path.experiments_root={root / name}", f"fp16={str(fp16).lower()}",
             "manual_seed=0", "use_tb_logger=false", "logger.visual_debug_rate=0",
-            "datasets.train.paths=builtin:skimage_photos/train", f"datasets.train.batch_size={s.batch}",
+            # the six bundled photos kept decoded: a whole PNG per 160-px crop starved the GPU of data
+            "datasets.train.paths=builtin:skimage_photos/train", "datasets.train.cache=true",
+            f"datasets.train.batch_size={s.batch}",
             "networks.generator.pretrain_rrdb=null",
             "eval.evaluators.gaussian.dataset.paths=builtin:skimage_photos/val",
             f"train.niter={s.iters}", f"train.val_freq={s.iters}", f"logger.save_checkpoint_freq={s.iters}",
