@@ -8,9 +8,10 @@ import yaml
 
 from conftest import randomize, run_test_py
 from models.layouts import recognise
+from models.srflow.coupling import Conv2dZeros
 from models.srflow.layout import recognise_srflow
 from models.srflow.successor_layout import recognise_ncsr, recognise_srflow_da
-from test_using_models import build, official_names, photos, read_png, recipe_network  # noqa: F401 (a fixture)
+from test_using_models import build, official_names, photos, read_png, recipe_network, run_export  # noqa: F401
 from utils.errors import ConfigError
 
 # recipe under options/ -> what recognise says of the released weights' layout
@@ -73,6 +74,12 @@ def test_the_coupling_depth_and_kernel_are_read_from_the_tensors():
     assert "3 hidden 5x5 convolutions of width 8" in recognised_as_built(section, official=False)
 
 
+def test_ncsrs_noise_level_width_is_read_from_the_tensors():
+    section = tiny("ncsr/test_ncsr_4x.yml")
+    section["flow"]["std_channels"] = 1
+    assert "std_channels 1" in recognised_as_built(section, official=True)
+
+
 def test_srflow_and_its_successors_are_not_taken_for_one_another():
     files = {"srflow": recipe_network("srflow/official_df2k_4x.yml"),
              "SRFlow-DA": recipe_network("srflow_da/test_srflow_da_4x.yml"),
@@ -102,11 +109,25 @@ def test_srflow_da_weights_that_do_not_say_their_stacked_blocks_are_refused_with
         recognise(build(section, "meta").state_dict())
 
 
+def steady(net: torch.nn.Module) -> torch.nn.Module:
+    """`net` with random weights whose mean image stays finite however deep the flow (NCSR's 48 couplings
+    compound any random scale's inverse): every coupling's scales start near 1 (bias 3 under the sigmoid's 2)."""
+    randomize(net)
+    with torch.no_grad():
+        for name, conv in net.named_modules():
+            if ".affine." in name and isinstance(conv, Conv2dZeros):  # outputs (shift, scale) interleaved
+                conv.bias[1::2] += 3.0 / torch.exp(conv.logs[1::2] * conv.logscale_factor).view(-1)
+    return net
+
+
 @pytest.mark.parametrize("recipe", ["srflow_da/test_srflow_da_s_4x.yml", "ncsr/test_ncsr_4x.yml"])
 def test_weights_route_gives_the_opt_routes_mean_image_on_official_files(tmp_path, photos, recipe):  # noqa: F811
     section = tiny(recipe)
+    net = steady(build(section))
+    with torch.no_grad():  # the routes would fill diverged pixels from bicubic: compare the network's own output
+        assert torch.isfinite(net(lr=torch.rand(1, 3, 16, 12), eps_std=0.0, reverse=True)[0]).all()
     weights = tmp_path / "release.pth"
-    torch.save(official_names(randomize(build(section)).state_dict()), weights)  # no recorded section
+    torch.save(official_names(net.state_dict()), weights)  # no recorded section
     network = {"type": "generator", **section}
     opt = {"name": "opt_route", "scale": 4, "gpu_ids": [],
            "datasets": {"test": {"name": "set", "mode": "lq_folder", "dataroot_LQ": str(photos / "lq"), "scale": 4}},
@@ -122,3 +143,22 @@ def test_weights_route_gives_the_opt_routes_mean_image_on_official_files(tmp_pat
         ours, theirs = read_png(out / f"{name}_t0_s0.png"), read_png(tmp_path / "results" / "set" / f"{name}_t0_s0.png")
         assert ours.shape == (4 * read_png(photos / "lq" / f"{name}.png").shape[0],) + ours.shape[1:]
         assert np.array_equal(ours, theirs) and ours.std() > 0
+
+
+@pytest.mark.parametrize("recipe", ["srflow_da/test_srflow_da_d_4x.yml",
+                                    pytest.param("ncsr/test_ncsr_4x.yml", marks=pytest.mark.slow)])  # ~17 s
+def test_export_onnx_recognises_official_files(tmp_path, recipe):
+    ort = pytest.importorskip("onnxruntime")
+    from inference.onnx_export import graph_module
+    net = steady(build(tiny(recipe)))
+    torch.save(official_names(net.state_dict()), tmp_path / "release.pth")
+    assert run_export("--weights", str(tmp_path / "release.pth"), "--output", str(tmp_path / "w.onnx")) == 0
+    session = ort.InferenceSession(str(tmp_path / "w.onnx"))
+    lr = torch.rand(1, 3, 10, 6, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = graph_module(net, False)(lr).numpy()
+    got = session.run(None, {session.get_inputs()[0].name: lr.numpy()})[0]
+    assert got.shape == expected.shape == (1, 3, 40, 24)
+    # random weights reach values far beyond an image's 0-1 (up to ~50 through NCSR's 48 couplings): float32
+    # round-off grows with them
+    assert np.abs(got - expected).max() < 1e-4 * max(1.0, np.abs(expected).max())
