@@ -79,8 +79,11 @@ def test_two_processes_train_srflow_frozen_then_joint(image_dirs, tmp_path):
     ddp = final_weights(tmp_path / "ddp", 4)
     initial = Trainer(parse_options(recipe("fresh", 4))).networks["generator"].state_dict()
     assert not torch.equal(ddp["RRDB.conv_first.weight"], initial["RRDB.conv_first.weight"])  # it trained
+    # Round-off differs between two half batches and one whole one, and oneDNN's kernels differ between CPUs:
+    # up to 2e-5 measured, against Adam moving a weight by up to lr = 1e-3 per step. A process that trained
+    # on its own would differ by the order of lr.
     for key, value in single.networks["generator"].state_dict().items():
-        torch.testing.assert_close(ddp[key], value, rtol=1e-4, atol=1e-5, msg=key)
+        torch.testing.assert_close(ddp[key], value, rtol=1e-4, atol=5e-5, msg=key)
 
 
 @pytest.mark.skipif(TORCHRUN is None, reason="torchrun not installed")
