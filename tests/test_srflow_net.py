@@ -363,6 +363,33 @@ def test_channels_last_computes_the_same_and_returns_contiguous_tensors():
     assert torch.allclose(results[0][-2], hr, atol=1e-4)  # and decode still inverts encode
 
 
+def test_on_the_cpu_convolution_weights_are_stored_in_the_compute_layout():
+    """With channels_last, the first call stores every 4-D parameter channels_last (oneDNN copies none per
+    call then): same values, same outputs, and the gradients and Adam's state follow; without, they go back."""
+    lr, hr = inputs(4)
+    opt = recipe(4)
+    opt["channels_last"] = True
+    net = randomize(build(opt)).train()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    with torch.no_grad():
+        z_before = net(gt=hr, lr=lr, add_gt_noise=False)[0]  # the first call converts
+    convs = [p for p in net.parameters() if p.dim() == 4]
+    assert convs and all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
+    assert all(torch.equal(v, before[k]) for k, v in net.state_dict().items())
+    with torch.no_grad():
+        assert torch.equal(net(gt=hr, lr=lr, add_gt_noise=False)[0], z_before)
+    adam = torch.optim.Adam(net.parameters(), lr=1e-4)
+    net(gt=hr, lr=lr, add_gt_noise=False)[1].mean().backward()
+    adam.step()
+    trained = [p for p in convs if p.grad is not None]
+    assert trained and all(torch.isfinite(p).all() for p in trained)
+    assert all(adam.state[p]["exp_avg"].is_contiguous(memory_format=torch.channels_last) for p in trained)
+    net.RRDB.channels_last = False  # the recipe's channels_last: false
+    with torch.no_grad():
+        net(lr=lr, reverse=True, eps_std=0.0)
+    assert all(p.is_contiguous() for p in convs)
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_autocast_keeps_latents_and_nll_in_float32(net4, dtype):
     """Mixed precision (`fp16: true`; CPU autocast stands in for CUDA's here): convolutions run in half

@@ -8,6 +8,7 @@ from torch import nn
 
 from models import NETWORKS
 from models.srflow import geometry  # noqa: F401  (declares SRFlow's size rules)
+from models.memory_format import weights_to_compute_format
 from models.srflow.conditioning import Conditioning
 from models.srflow.config import KEYS, SRFlowConfig, srflow_config
 from models.srflow.flow_upsampler import FlowUpsamplerNet
@@ -73,6 +74,7 @@ class SRFlowNet(nn.Module):
 
     def rrdb_preprocessing(self, lr: torch.Tensor, with_out: bool = False) -> LrEnc:
         """The flow's conditioning (and the RRDB's own SR image when `with_out`): a value for `lr_enc`."""
+        weights_to_compute_format(self, lr, self.RRDB.channels_last)
         with torch.set_grad_enabled(self.train_rrdb and torch.is_grad_enabled()):
             return self.RRDB.conditioning(lr, self.factors, with_out)
 
@@ -93,6 +95,7 @@ class SRFlowNet(nn.Module):
         """(z or epses, nll, logdet) of HR images `gt` given LR images `lr` (or their `lr_enc`). `add_gt_noise`:
         SRFlow's uniform dequantisation noise of one quantisation step and its -log(quant) per pixel; SRFlow-DA
         adds Gaussian noise of std 4 / (sqrt(3) * 255) instead, without a logdet term, as officially."""
+        weights_to_compute_format(self, gt, self.RRDB.channels_last)  # this network's entry points: encode, decode
         if gt.shape[2] % self.z_stride or gt.shape[3] % self.z_stride:
             raise ValueError(f"HR size {tuple(gt.shape[-2:])} must divide by {self.z_stride} (the flow's squeezes)")
         if lr is not None and gt.shape[-2:] != (lr.shape[2] * self.hr_factor, lr.shape[3] * self.hr_factor):
@@ -124,6 +127,7 @@ class SRFlowNet(nn.Module):
         """(sr, logdet, rrdb_out): z from the end of `epses` if given, else `z`, else drawn at `eps_std`.
         Latents far from the training data can make the reverse flow diverge (inf, NaN, huge values): sr is
         returned as computed, and inference/sr.py decides what to do about it."""
+        weights_to_compute_format(self, lr, self.RRDB.channels_last)
         shape = self.z_shape(lr.shape)
         epses = list(epses) if epses else None  # the caller's list stays whole
         if epses:
