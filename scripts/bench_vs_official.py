@@ -21,7 +21,8 @@ confs/SRFlow_DF2K_4X.yml, nf 64, nb 23, K 16, L 3, stackRRDB blocks [1, 8, 15, 2
 NCSR's change K, L and their own keys as their confs do). NCSR is called with a noise map as `std` in training
 (as its official training passes) and level 0 in decode (as its official test does). The official model gets deterministic random weights:
 its zero-initialised convolutions a little noise (so every coupling and the split prior do something),
-SRFlow-DA-D's hidden convolutions halved (else its 18 random residual blocks overflow the NLL to inf), then its own ActNorm initialisation on a first training batch. Those weights are loaded into ours
+SRFlow-DA-D's hidden convolutions halved (else its 18 random residual blocks overflow the NLL to inf),
+then its own ActNorm initialisation on a first training batch. Those weights are loaded into ours
 (official names are converted by `load_network_weights`), and encode (z, nll) and decode (sr at t=0.8,
 same latents) must agree to float32 round-off before anything is timed.
 On a machine shared with other jobs, use fewer --threads than cores: threads that wait for a
