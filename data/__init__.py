@@ -3,6 +3,7 @@ import functools
 import random
 from typing import Any, Optional
 
+import cv2
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -74,7 +75,10 @@ def build_dataset(opt_dataset: dict, opt: dict, phase: str, where: Optional[str]
 
 def _init_worker(exiting: Any, worker_id: int) -> None:
     """Seed numpy (DataLoader seeds torch and `random` per worker, not numpy) from the same value; stop
-    signals are the main process's (data/worker_signals.py)."""
+    signals are the main process's (data/worker_signals.py). OpenCV runs single-threaded in a worker, as
+    DataLoader makes torch do: N workers each starting a thread per core oversubscribe the CPU that the main
+    process needs to feed the GPU."""
+    cv2.setNumThreads(0)
     seed = torch.initial_seed() % 2 ** 32
     np.random.seed(seed)
     random.seed(seed)

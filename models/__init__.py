@@ -32,7 +32,7 @@ declare_section("networks", Mapping(Variant("type", NETWORK_ROLES, NETWORK_TYPE)
 from models import discriminators, rrdb  # noqa: E402,F401
 from models.srflow.srflow_net import SRFlowNet  # noqa: E402
 from models.srflow import ncsr_net  # noqa: E402,F401
-from models.srflow import layout  # noqa: E402,F401  (registers SRFlow's recogniser)
+from models.srflow import layout, successor_layout  # noqa: E402,F401  (register the SRFlow family's recognisers)
 from models.weights import LoadResult, load_network_weights  # noqa: E402,F401
 
 

@@ -115,7 +115,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[List[str]] = None) -> None:
     args = parse_args(argv)
-    ctx = mp.get_context("spawn")  # a fresh process per measurement: its own peak
+    # a fresh process per measurement (its own peak), forked from a server that imported torch once
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["torch"])
     import torch
     from utils import precision
     rows, precisions = [], usable(args.precision, args.device)

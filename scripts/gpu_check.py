@@ -19,7 +19,7 @@ budget; a part that would start after it is spent is skipped with a row saying s
 
 Settings (environment): GPU_CHECK_ITERS training iterations per run (default 100; 4 dry),
 GPU_CHECK_BATCH training batch (8; 2 dry), GPU_CHECK_BENCH_ITERS timed calls per benchmark phase (3; 1 dry),
-GPU_CHECK_TILE LR tile side for part 4 (128; 24 dry), GPU_CHECK_BUDGET seconds for all parts (330;
+GPU_CHECK_TILE LR tile side for part 4 (128; 16 dry), GPU_CHECK_BUDGET seconds for all parts (330;
 900 dry), GPU_CHECK_PARTS which parts to run (default 1,2,3,4,5,6; e.g. 3,5 for a rerun of those).
 """
 import argparse
@@ -63,7 +63,7 @@ class Settings:
         self.iters = env("GPU_CHECK_ITERS", 100, 4)
         self.batch = env("GPU_CHECK_BATCH", 8, 2)
         self.bench_iters = env("GPU_CHECK_BENCH_ITERS", 3, 1)
-        self.tile = env("GPU_CHECK_TILE", 128, 24)
+        self.tile = env("GPU_CHECK_TILE", 128, 16)
         self.budget = env("GPU_CHECK_BUDGET", 330, 900)
         parts = os.environ.get("GPU_CHECK_PARTS", "1,2,3,4,5,6")
         self.parts = {p.strip() for p in parts.split(",")}
@@ -75,9 +75,10 @@ class Settings:
 class Runner:
     """Runs a part's commands into its log file, within the part's limit and the overall budget."""
 
-    def __init__(self, out: Path, budget: float, stretch: float = 1.0):
+    def __init__(self, out: Path, budget: float, stretch: float = 1.0, env: Optional[Dict[str, str]] = None):
         # stretch: the dry run's limits are longer, for CPUs that are slow or shared
         self.out, self.deadline, self.stretch = out, time.monotonic() + budget, stretch
+        self.env = env or {}  # for every command
 
     def left(self) -> float:
         return self.deadline - time.monotonic()
@@ -96,7 +97,7 @@ class Runner:
             start = time.monotonic()
             # Own process group: a timeout also ends the command's children (spawned workers, torchrun).
             proc = subprocess.Popen(cmd, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT, start_new_session=True,
-                                    env={**os.environ, **(env or {})})
+                                    env={**os.environ, **self.env, **(env or {})})
             try:
                 code = proc.wait(timeout=limit)
                 status = "ok" if code == 0 else f"failed (exit {code})"
@@ -139,9 +140,14 @@ def python() -> List[str]:
 
 # ---- part 1 -----------------------------------------------------------------------------------------
 
+def cuda_test_files() -> List[str]:
+    """The test files with tests marked `cuda`: collecting only them saves the whole suite's collection."""
+    return sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests").glob("test_*.py")
+                  if "mark.cuda" in p.read_text(errors="replace"))
+
 def part_cuda_tests(runner: Runner, log: Path, s: Settings) -> List[Row]:
-    status = runner.run(log, python() + ["-m", "pytest", "-q", "-m", "cuda", "-p", "no:cacheprovider"],
-                        100)
+    status = runner.run(log, python() + ["-m", "pytest", "-q", "-m", "cuda", "-p", "no:cacheprovider",
+                                         *cuda_test_files()], 100)
     text = log.read_text(errors="replace")
     counts = re.findall(r"^=*\s*((?:\d+ \w+(?:, )?)+) in [\d.]+s", text, flags=re.M)
     summary = counts[-1] if counts else "no pytest summary"
@@ -155,7 +161,9 @@ def part_cuda_tests(runner: Runner, log: Path, s: Settings) -> List[Row]:
 def training_sets(s: Settings, name: str, root: Path, fp16: bool) -> List[str]:
     sets = [f"name={name}", f"path.experiments_root={root / name}", f"fp16={str(fp16).lower()}",
             "manual_seed=0", "use_tb_logger=false", "logger.visual_debug_rate=0",
-            "datasets.train.paths=builtin:skimage_photos/train", f"datasets.train.batch_size={s.batch}",
+            # the six bundled photos kept decoded: a whole PNG per 160-px crop starved the GPU of data
+            "datasets.train.paths=builtin:skimage_photos/train", "datasets.train.cache=true",
+            f"datasets.train.batch_size={s.batch}",
             "networks.generator.pretrain_rrdb=null",
             "eval.evaluators.gaussian.dataset.paths=builtin:skimage_photos/val",
             f"train.niter={s.iters}", f"train.val_freq={s.iters}", f"logger.save_checkpoint_freq={s.iters}",
@@ -240,7 +248,7 @@ def part_vs_official(runner: Runner, log: Path, s: Settings, tmp: Path, official
         return [(f"vs official [{', '.join(titles[v] for v in variants)}]",
                  "skipped: no official checkout (pass --official PATH or put it at .official/SRFlow)")]
     figures = tmp / f"vs_official_{'_'.join(variants)}.json"
-    size = ["--size", "tiny", "--threads", "2"] if s.dry_run else ["--size", "full"]
+    size = ["--size", "tiny", "--threads", "1"] if s.dry_run else ["--size", "full"]
     cmd = python() + [str(ROOT / "scripts" / "bench_vs_official.py"), "--official", official, *size,
                       "--device", s.device, "--iters", str(s.bench_iters), "--json", str(figures),
                       "--phases", *phases]
@@ -270,21 +278,22 @@ def full_size_test_recipe(tmp: Path) -> str:
 
 
 def part_large_images(runner: Runner, log: Path, s: Settings, tmp: Path) -> List[Row]:
-    recipe, hr = ("options/demo/test_srflow.yml", "128x128") if s.dry_run else \
+    recipe, hr = ("options/demo/test_srflow.yml", "96x96") if s.dry_run else \
         (full_size_test_recipe(tmp), "1024x1024")
     before = len(log.read_text(errors="replace")) if log.is_file() else 0
     status = runner.run(log, python() + [str(ROOT / "scripts" / "bench_tile_memory.py"), "--opt", recipe,
                                          "--hr", hr, "--tiles", "0", str(s.tile), "--temperature", "0.8",
-                                         "--device", s.device] + (["--threads", "2"] if s.dry_run else []),
+                                         "--device", s.device] + (["--threads", "1"] if s.dry_run else []),
                         60)
     if status != "ok":
         return [(f"decode HR {hr} t=0.8", status)]
     rows = []
     for line in log.read_text(errors="replace")[before:].splitlines():
         cells = line.split()
-        if len(cells) >= 3 and (cells[0] == "whole" or cells[0].isdigit()):
-            seconds, peak = cells[-1], cells[1]
-            what = "untiled" if cells[0] == "whole" else f"tiles of {cells[0]} LR px"
+        # tile, precision, peak GiB, [added GiB on the CPU], seconds, CPU seconds
+        if len(cells) >= 5 and (cells[0] == "whole" or cells[0].isdigit()):
+            precision, peak, seconds = cells[1], cells[2], cells[-2]
+            what = ("untiled" if cells[0] == "whole" else f"tiles of {cells[0]} LR px") + f", {precision}"
             rows += [(f"decode HR {hr} t=0.8, {what}: seconds", seconds),
                      (f"decode HR {hr} t=0.8, {what}: peak GiB", peak)]
     return rows or [(f"decode HR {hr} t=0.8", "no figures in the log")]
@@ -339,7 +348,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             return 2
     out.mkdir(parents=True, exist_ok=True)
     official = official_path(args.official)
-    runner = Runner(out, s.budget, 3.0 if s.dry_run else 1.0)
+    # dry run: one thread per process; tiny sizes gain nothing from more, and on a shared CPU threads that
+    # wait for a descheduled sibling make each step many times slower
+    runner = Runner(out, s.budget, 3.0, {"OMP_NUM_THREADS": "1"}) if s.dry_run else Runner(out, s.budget)
     rows: List[Row] = versions()
     rows.append(("settings", f"training {s.iters} it x batch {s.batch}; benchmark best of {s.bench_iters}; "
                              f"tile {s.tile} LR px; budget {s.budget} s"))

@@ -1,6 +1,6 @@
 """The code's CUDA branches, on a GPU: autocast (bf16, and fp16 with its GradScaler), channels_last, NCCL under
-torchrun, tiling and train.compile. Marked `cuda` (run with `pytest -m cuda`, as scripts/gpu_check.sh does);
-skipped without CUDA."""
+torchrun, tiling, train.compile and the two-network GAN training. Marked `cuda` (run with `pytest -m cuda`, as
+scripts/gpu_check.sh does); skipped without CUDA."""
 import os
 import shutil
 import subprocess
@@ -11,6 +11,8 @@ import torch
 import yaml
 
 from conftest import ROOT, randomize, tiny_rrdb_recipe, tiny_srflow_recipe
+from test_esrgan import REFERENCE_RECIPE, esrgan_images, vgg_weights  # noqa: F401  (fixtures)
+from test_esrgan import tiny as tiny_esrgan
 from inference.model import parse_inference_options
 from inference.sr import super_resolve
 from models import build_network
@@ -106,3 +108,25 @@ def test_train_compile_trains(image_dirs, tmp_path):
     trainer = Trainer(parse_options(recipe))
     fit_and_check_it_learned(trainer)
     assert trainer.metrics_history
+
+
+@pytest.mark.parametrize("half", ["bf16", "float16"])
+def test_fp16_trains_the_two_esrgan_networks(esrgan_images, vgg_weights, tmp_path, half, monkeypatch):
+    """DLAS's ESRGAN recipe under fp16: the discriminator's step and the generator's (its GAN loss through the
+    frozen discriminator) each learn; float16 shares one GradScaler, which stays finite."""
+    if half == "bf16" and not torch.cuda.is_bf16_supported():
+        pytest.skip("this GPU has no bf16")
+    if half == "float16":
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)  # as on a GPU without bf16
+    sets = tiny_esrgan(esrgan_images, tmp_path, vgg_weights, REFERENCE_RECIPE, niter=6)
+    trainer = Trainer(parse_options(REFERENCE_RECIPE, sets + ["gpu_ids=[0]", "fp16=true"]))
+    assert trainer.amp_dtype == (torch.bfloat16 if half == "bf16" else torch.float16)
+    before = {name: {k: v.clone() for k, v in net.state_dict().items()} for name, net in trainer.networks.items()}
+    trainer.fit()
+    assert not trainer.nan_skips
+    for name, net in trainer.networks.items():
+        after = net.state_dict()
+        assert all(torch.isfinite(v).all() for v in after.values() if v.is_floating_point()), name
+        assert any(not torch.equal(v, after[k]) for k, v in before[name].items() if v.is_floating_point()), name
+    if trainer.scaler is not None:
+        assert 0 < trainer.scaler.get_scale() < float("inf")

@@ -272,6 +272,20 @@ def test_train_loader_with_workers_is_reproducible_and_resumable(folder):
     assert torch.equal(tail[0]["hq"], batches[1]["hq"]) and torch.equal(tail[0]["lq"], batches[1]["lq"])
 
 
+class _WorkerThreads(torch.utils.data.Dataset):
+    def __len__(self):
+        return 2
+
+    def __getitem__(self, i):
+        return {"cv2_threads": cv2.getNumThreads(), "torch_threads": torch.get_num_threads()}
+
+
+def test_loader_workers_run_opencv_and_torch_single_threaded():
+    """Workers that each start a thread per core would starve the main process that feeds the GPU."""
+    items = list(build_dataloader(_WorkerThreads(), {"n_workers": 2}, "val", seed=0))
+    assert [int(b["cv2_threads"]) for b in items] == [1, 1] and [int(b["torch_threads"]) for b in items] == [1, 1]
+
+
 def test_val_loader_keeps_order(tmp_path):
     for name in "ba":
         _write(tmp_path / f"{name}.png", 16, 16)

@@ -104,6 +104,30 @@ def test_resume_with_two_trained_networks_and_ema_is_bit_exact(esrgan_images, vg
             assert torch.equal(value, second.emas[name].state_dict()[key]), (name, key)
 
 
+def test_fp16_trains_both_networks_in_bf16_on_a_cpu_that_computes_it(esrgan_images, vgg_weights, tmp_path):
+    """`fp16: true` with two trained networks: both steps run under the trainer's autocast (bf16 on the CPU),
+    every loss stays finite and each network learns; the losses are logged as float32 numbers."""
+    from utils import precision
+    if precision.cpu_bf16_feature() is None:
+        pytest.skip("this CPU does not compute bf16 natively: fp16 trains in float32 here")
+    sets = tiny(esrgan_images, tmp_path, vgg_weights, REFERENCE_RECIPE, niter=4, extra=["fp16=true"])
+    trainer = Trainer(parse_options(REFERENCE_RECIPE, sets))
+    assert trainer.amp_dtype == torch.bfloat16 and trainer.scaler is None
+    before = {name: weights(trainer, name) for name in trainer.networks}
+    logs = []
+    original = trainer.train_step
+    trainer.train_step = lambda state: logs.append(original(state)) or logs[-1]
+    trainer.fit()
+    assert not trainer.nan_skips
+    assert {"feature_discriminator/gan_disc_img", "generator/gan_gen_img", "generator/feature"} <= \
+        {key for log in logs for key in log}
+    assert all(np.isfinite(float(v)) for log in logs for v in log.values())
+    for name in trainer.networks:
+        after = weights(trainer, name)
+        assert all(v.dtype == before[name][k].dtype for k, v in after.items())  # weights stay float32
+        assert any(not torch.equal(v, after[k]) for k, v in before[name].items() if v.is_floating_point()), name
+
+
 def test_each_step_updates_only_its_own_network(esrgan_images, vgg_weights, tmp_path):
     """The generator's GAN loss goes through the discriminator, which gets no gradient from it (and the
     discriminator's step gives the generator none): DLAS's rule."""

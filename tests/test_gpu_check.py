@@ -24,8 +24,8 @@ def test_gpu_check_dry_run_fills_its_table(tmp_path):
     for row in ("| GPU | none (CPU) |", "| torch |", "| CUDA |", "| cuDNN |", "CUDA tests (pytest -m cuda)",
                 "training stage 2, fp32 (float32, 4 it, batch 2): it/s", "training stage 3, fp16/bf16: peak MiB",
                 "training stage 3, fp32: validation NLL (bits/dim)", "training stage 2, fp16/bf16: non-finite losses | 0",
-                "training stage 2: NLL fp16/bf16 vs fp32", "decode HR 128x128 t=0.8, untiled: seconds",
-                "decode HR 128x128 t=0.8, tiles of 24 LR px: peak GiB", "top kernels, train step and decode"):
+                "training stage 2: NLL fp16/bf16 vs fp32", "decode HR 96x96 t=0.8, untiled, float32: seconds",
+                "decode HR 96x96 t=0.8, tiles of 16 LR px, float32: peak GiB", "top kernels, train step and decode"):
         assert row in summary, row
     if OFFICIAL.is_dir():
         for row in ("vs official, decode [channels_last off]: speed ours/official",

@@ -3,7 +3,8 @@
 The tensors give the RRDB's sizes and, layer by layer, the flow: a squeeze (no tensors) opens each level, then
 steps with ActNorm and 1x1 conv only, steps with a coupling, and maybe a split. What they do not give is which
 RRDB blocks feed the conditioning (only how many): the official releases' choices are known, all blocks is the
-only other unambiguous case.
+only other unambiguous case. The successors' files (SRFlow-DA, NCSR) have other couplings: their recognisers
+(models/srflow/successor_layout.py) build on `srflow_section` and `coupling_kind`.
 """
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
@@ -53,35 +54,65 @@ def flow_levels(sd: dict) -> Optional[List[Level]]:
     return levels
 
 
-def conditioning_blocks(sd: dict, nf: int, nb: int, scale: int, coupling: str) -> List[int]:
-    """The RRDB blocks stacked into the conditioning, from the width of the couplings' feature input."""
-    stacked, rest = divmod(sd[coupling + "fFeatures.0.weight"].shape[1], nf)
+def coupling_prefixes(sd: dict) -> List[str]:
+    """`flowUpsamplerNet.layers.<i>.affine.` of every flow step with a coupling, in layer order."""
+    found = {int(k[len(FLOW):].split(".")[0]) for k in sd
+             if k.startswith(FLOW) and k[len(FLOW):].split(".")[0].isdigit() and ".affine." in k}
+    return [f"{FLOW}{i}.affine." for i in sorted(found)]
+
+
+def coupling_kind(sd: dict, prefix: str) -> Optional[str]:
+    """Which coupling the tensors under `prefix` are: `srflow` (SRFlow's own: conditioning nets with ActNorm,
+    no biases), `ncsr` (SRFlow's plus `fAffine_std`), `deep` (SRFlow-DA's or -S's one stack of biased
+    convolutions), `SRFlow-DA-R` or `SRFlow-DA-D` (nets in three parts); None for any other."""
+    nets = {k[len(prefix):].split(".")[0] for k in sd if k.startswith(prefix)}
+    biased = prefix + "fAffine.0.bias" in sd
+    if nets == {"fAffine", "fFeatures"}:
+        return "deep" if biased else "srflow"
+    if nets == {"fAffine", "fFeatures", "fAffine_std"} and not biased:
+        return "ncsr"
+    if nets == {f"{net}{part}" for net in ("fAffine", "fFeatures") for part in "123"}:
+        return "SRFlow-DA-D" if prefix + "fAffine2.0.0.weight" in sd else "SRFlow-DA-R"
+    return None
+
+
+def couplings_are(sd: dict, kind: str) -> bool:
+    """Whether the flow has couplings and all are of `kind` (see coupling_kind)."""
+    prefixes = coupling_prefixes(sd)
+    return bool(prefixes) and all(coupling_kind(sd, p) == kind for p in prefixes)
+
+
+def conditioning_blocks(cond_channels: int, nf: int, nb: int, scale: int,
+                        official: Dict[Tuple[int, int, int], List[int]]) -> List[int]:
+    """The RRDB blocks stacked into the conditioning, from the width of the couplings' feature input;
+    `official`: (scale, RRDB blocks, blocks stacked) -> the blocks a family's releases stack."""
+    stacked, rest = divmod(cond_channels, nf)
     stacked -= 1
     if rest or stacked < 0:
-        raise ConfigError(f"its couplings read {sd[coupling + 'fFeatures.0.weight'].shape[1]} conditioning "
-                          f"channels, not a multiple of nf {nf}")
+        raise ConfigError(f"its couplings read {cond_channels} conditioning channels, not a multiple of nf {nf}")
     if stacked in (0, nb):
         return list(range(stacked))
-    if (scale, nb, stacked) in OFFICIAL_BLOCKS:
-        return OFFICIAL_BLOCKS[(scale, nb, stacked)]
+    if (scale, nb, stacked) in official:
+        return official[(scale, nb, stacked)]
     raise ConfigError(f"its flow reads the outputs of {stacked} of its {nb} RRDB blocks, and the weights do not "
                       f"say which: use test.py -opt with the recipe it was trained with (flow.stackRRDB.blocks)")
 
 
-@RECOGNISERS.register("srflow")
-def recognise_srflow(sd: dict) -> Optional[Tuple[dict, str]]:
+def srflow_section(sd: dict, official: Dict[Tuple[int, int, int], List[int]]) -> Optional[dict]:
+    """The `srflow` section of a flow whose couplings' nets are `fAffine` and `fFeatures` and whose splits end
+    levels (SRFlow's and NCSR's layer pattern), or None; the couplings' kind is the caller's to check."""
     rrdb = rrdb_layout({k[len("RRDB."):]: v for k, v in sd.items() if k.startswith("RRDB.")})
     levels = flow_levels(sd)
-    if rrdb is None or not levels or len({level.plain for level in levels}) > 1:
+    couplings = coupling_prefixes(sd)
+    if rrdb is None or not levels or len({level.plain for level in levels}) > 1 or not couplings \
+            or couplings[0] + "fFeatures.0.weight" not in sd:
         return None
     section = dict(rrdb[0], which_model_G="srflow")
-    couplings = [k[:-len("fFeatures.0.weight")] for k in sd if k.startswith(FLOW) and k.endswith("fFeatures.0.weight")]
-    if not couplings:
-        return None
     L, scale = len(levels), section["scale"]
     ks = [level.coupled for level in levels]
     split_levels = [i for i, level in enumerate(levels, 1) if level.split]
-    blocks = conditioning_blocks(sd, section["nf"], section["nb"], scale, couplings[0])
+    features = sd[couplings[0] + "fFeatures.0.weight"]
+    blocks = conditioning_blocks(features.shape[1], section["nf"], section["nb"], scale, official)
     split = {"enable": bool(split_levels)}
     if split_levels == list(range(1, L)):
         split["correct_splits"] = True
@@ -94,8 +125,19 @@ def recognise_srflow(sd: dict) -> Optional[Tuple[dict, str]]:
             "additionalFlowNoAffine": levels[0].plain, "split": split,
             "fea_up0": 0.5 in factors, "fea_up-1": 0.25 in factors,
             "stackRRDB": {"blocks": blocks, "concat": bool(blocks)},
-            "CondAffineSeparatedAndCond": {"hidden_channels": sd[couplings[0] + "fAffine.0.weight"].shape[0]}}
+            "CondAffineSeparatedAndCond": {"hidden_channels": features.shape[0]}}
     section.update(flow_scale=scale, flow=flow, **({"K": ks[0]} if len(set(ks)) == 1 else {}))
+    return section
+
+
+@RECOGNISERS.register("srflow")
+def recognise_srflow(sd: dict) -> Optional[Tuple[dict, str]]:
+    if not couplings_are(sd, "srflow"):
+        return None
+    section = srflow_section(sd, OFFICIAL_BLOCKS)
+    if section is None:
+        return None
+    flow, scale, blocks = section["flow"], section["scale"], section["flow"]["stackRRDB"]["blocks"]
     official = " (an official SRFlow layout)" if (scale, section["nb"], len(blocks)) in OFFICIAL_BLOCKS else ""
-    return section, (f"SRFlow nf {section['nf']}, nb {section['nb']}, {scale}x, L {L}, K {flow['K']}, "
+    return section, (f"SRFlow nf {section['nf']}, nb {section['nb']}, {scale}x, L {flow['L']}, K {flow['K']}, "
                      f"RRDB blocks {blocks}{official}")
