@@ -6,7 +6,7 @@ on/off compares). On CUDA, cuDNN's fast fp16/bf16 kernels are NHWC ones, so ther
 autocast only (not measured here: no GPU). Inputs are converted where a network starts, and outputs are
 handed back contiguous. On the CPU, a network that opts in (`weights_to_compute_format`) also stores its
 convolution weights channels_last: oneDNN otherwise copies every weight into that layout on every call,
-forward and backward. Elsewhere parameters keep their layout.
+forward and backward. Elsewhere parameters are contiguous.
 """
 from typing import Optional
 
@@ -27,14 +27,13 @@ def to_compute_format(x: torch.Tensor, setting: Optional[bool] = None) -> torch.
     return x.contiguous(memory_format=torch.channels_last)
 
 
-def weights_to_compute_format(module: torch.nn.Module, x: torch.Tensor, setting: Optional[bool] = None) -> None:
-    """On the CPU, stores `module`'s 4-D parameters in the layout its convolutions compute in for input `x`
-    (and back, if that layout changed): the same values, without a weight copy per convolution call. Their
-    gradients and optimizer state follow the parameter's layout. Elsewhere (CUDA: not measured; a weight's
-    layout also steers cuDNN's) and while compiling, nothing changes."""
-    if x.device.type != "cpu" or torch.compiler.is_compiling():
-        return
-    layout = torch.channels_last if use_channels_last(x, setting) else torch.contiguous_format
+def weights_to_compute_format(module: torch.nn.Module, setting: Optional[bool] = None) -> None:
+    """Stores `module`'s 4-D parameters channels_last where they are on the CPU and `setting` (the recipe's
+    `channels_last`) is not False, contiguous elsewhere: the same values, without a weight copy per
+    convolution call on the CPU. Gradients and optimizer state follow a parameter's layout. (On CUDA not
+    measured, and a weight's layout also steers cuDNN's choice of kernels: contiguous, as built.)"""
     for p in module.parameters():
-        if p.dim() == 4 and p.device.type == "cpu" and not p.is_contiguous(memory_format=layout):
+        cpu_last = p.device.type == "cpu" and setting is not False
+        layout = torch.channels_last if cpu_last else torch.contiguous_format
+        if p.dim() == 4 and not p.is_contiguous(memory_format=layout):
             p.data = p.data.contiguous(memory_format=layout)

@@ -50,6 +50,13 @@ class SRFlowNet(nn.Module):
                                                  squeeze=squeeze)
         self.train_rrdb = True
         self.set_train_rrdb(config.train_rrdb)
+        weights_to_compute_format(self, rrdb.channels_last)
+
+    def _apply(self, fn, *args, **kwargs):
+        """Module.to, .cuda, .float, ...: then the convolution weights' layout for their new device."""
+        super()._apply(fn, *args, **kwargs)
+        weights_to_compute_format(self, self.RRDB.channels_last)
+        return self
 
     def set_train_rrdb(self, flag: bool) -> bool:
         """Freeze (False: no gradients, RRDB run under no_grad) or unfreeze the RRDB; True if it changed."""
@@ -74,7 +81,6 @@ class SRFlowNet(nn.Module):
 
     def rrdb_preprocessing(self, lr: torch.Tensor, with_out: bool = False) -> LrEnc:
         """The flow's conditioning (and the RRDB's own SR image when `with_out`): a value for `lr_enc`."""
-        weights_to_compute_format(self, lr, self.RRDB.channels_last)
         with torch.set_grad_enabled(self.train_rrdb and torch.is_grad_enabled()):
             return self.RRDB.conditioning(lr, self.factors, with_out)
 
@@ -95,7 +101,6 @@ class SRFlowNet(nn.Module):
         """(z or epses, nll, logdet) of HR images `gt` given LR images `lr` (or their `lr_enc`). `add_gt_noise`:
         SRFlow's uniform dequantisation noise of one quantisation step and its -log(quant) per pixel; SRFlow-DA
         adds Gaussian noise of std 4 / (sqrt(3) * 255) instead, without a logdet term, as officially."""
-        weights_to_compute_format(self, gt, self.RRDB.channels_last)  # this network's entry points: encode, decode
         if gt.shape[2] % self.z_stride or gt.shape[3] % self.z_stride:
             raise ValueError(f"HR size {tuple(gt.shape[-2:])} must divide by {self.z_stride} (the flow's squeezes)")
         if lr is not None and gt.shape[-2:] != (lr.shape[2] * self.hr_factor, lr.shape[3] * self.hr_factor):
@@ -127,7 +132,6 @@ class SRFlowNet(nn.Module):
         """(sr, logdet, rrdb_out): z from the end of `epses` if given, else `z`, else drawn at `eps_std`.
         Latents far from the training data can make the reverse flow diverge (inf, NaN, huge values): sr is
         returned as computed, and inference/sr.py decides what to do about it."""
-        weights_to_compute_format(self, lr, self.RRDB.channels_last)
         shape = self.z_shape(lr.shape)
         epses = list(epses) if epses else None  # the caller's list stays whole
         if epses:
