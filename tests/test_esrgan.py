@@ -128,6 +128,27 @@ def test_fp16_trains_both_networks_in_bf16_on_a_cpu_that_computes_it(esrgan_imag
         assert any(not torch.equal(v, after[k]) for k, v in before[name].items() if v.is_floating_point()), name
 
 
+def test_float16_with_one_grad_scaler_trains_both_networks(esrgan_images, vgg_weights, tmp_path, monkeypatch):
+    """The path of a GPU without bf16, run on the CPU: float16 autocast and a GradScaler shared by the two steps
+    (each scales its own backward, unscales, steps and updates). Both networks learn and the scale stays finite."""
+    import trainer.trainer as trainer_module
+    if not hasattr(torch.amp, "GradScaler"):
+        pytest.skip("torch < 2.3 has no CPU GradScaler")
+    monkeypatch.setattr(Trainer, "_amp_dtype", lambda self: torch.float16 if self.opt["fp16"] else None)
+    monkeypatch.setattr(trainer_module, "grad_scaler", lambda: torch.amp.GradScaler("cpu", init_scale=2.0 ** 10))
+    sets = tiny(esrgan_images, tmp_path, vgg_weights, REFERENCE_RECIPE, niter=4, extra=["fp16=true"])
+    trainer = Trainer(parse_options(REFERENCE_RECIPE, sets))
+    assert trainer.amp_dtype == torch.float16 and trainer.scaler is not None
+    before = {name: weights(trainer, name) for name in trainer.networks}
+    trainer.fit()
+    assert not trainer.nan_skips
+    assert 0 < trainer.scaler.get_scale() < float("inf")
+    for name in trainer.networks:
+        after = weights(trainer, name)
+        assert all(torch.isfinite(v).all() for v in after.values() if v.is_floating_point()), name
+        assert any(not torch.equal(v, after[k]) for k, v in before[name].items() if v.is_floating_point()), name
+
+
 def test_each_step_updates_only_its_own_network(esrgan_images, vgg_weights, tmp_path):
     """The generator's GAN loss goes through the discriminator, which gets no gradient from it (and the
     discriminator's step gives the generator none): DLAS's rule."""

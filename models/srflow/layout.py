@@ -22,11 +22,12 @@ OFFICIAL_BLOCKS = {(4, 23, 4): [1, 8, 15, 22], (8, 23, 4): [1, 3, 5, 7], (8, 8, 
 class Level:
     plain: int = 0  # steps without a coupling (additionalFlowNoAffine)
     coupled: int = 0  # steps with one (K)
-    split: bool = False
+    splits: int = 0  # SRFlow's and NCSR's end a level; SRFlow-DA-S splits inside its one level
 
 
-def flow_levels(sd: dict) -> Optional[List[Level]]:
-    """The flow's levels read from its layers' tensors, or None when they are not SRFlow's layer pattern."""
+def flow_levels(sd: dict, split_ends_level: bool = True) -> Optional[List[Level]]:
+    """The flow's levels read from its layers' tensors, or None when they are not SRFlow's layer pattern
+    (with `split_ends_level`, a split is a level's last layer)."""
     layers: Dict[int, List[str]] = {}
     for key in sd:
         if key.startswith(FLOW):
@@ -41,17 +42,27 @@ def flow_levels(sd: dict) -> Optional[List[Level]]:
         names = layers.get(i)
         if names is None:  # a squeeze: a new level
             levels.append(Level())
-        elif not levels or levels[-1].split:
+        elif not levels or (split_ends_level and levels[-1].splits):
             return None
         elif any(n.startswith("affine.") for n in names):
             levels[-1].coupled += 1
         elif any(n.startswith("actnorm.") for n in names) and not levels[-1].coupled:
             levels[-1].plain += 1
         elif any(n.startswith("conv.") for n in names):
-            levels[-1].split = True
+            levels[-1].splits += 1
         else:
             return None
     return levels
+
+
+def split_options(sd: dict, enable: bool) -> dict:
+    """The `flow.split` keys: on or off, and the share of channels a split takes (from its prior's conv)."""
+    split = {"enable": enable}
+    split_conv = [k for k in sd if k.startswith(FLOW) and k.endswith(".conv.weight")]
+    if split_conv:
+        consume, kept = sd[split_conv[0]].shape[0] // 2, sd[split_conv[0]].shape[1]
+        split["consume_ratio"] = consume / (consume + kept)
+    return split
 
 
 def coupling_prefixes(sd: dict) -> List[str]:
@@ -110,16 +121,12 @@ def srflow_section(sd: dict, official: Dict[Tuple[int, int, int], List[int]]) ->
     section = dict(rrdb[0], which_model_G="srflow")
     L, scale = len(levels), section["scale"]
     ks = [level.coupled for level in levels]
-    split_levels = [i for i, level in enumerate(levels, 1) if level.split]
+    split_levels = [i for i, level in enumerate(levels, 1) if level.splits]
     features = sd[couplings[0] + "fFeatures.0.weight"]
     blocks = conditioning_blocks(features.shape[1], section["nf"], section["nb"], scale, official)
-    split = {"enable": bool(split_levels)}
+    split = split_options(sd, bool(split_levels))
     if split_levels == list(range(1, L)):
         split["correct_splits"] = True
-    split_conv = [k for k in sd if k.startswith(FLOW) and k.endswith(".conv.weight")]
-    if split_conv:
-        consume, kept = sd[split_conv[0]].shape[0] // 2, sd[split_conv[0]].shape[1]
-        split["consume_ratio"] = consume / (consume + kept)
     factors = [scale / 2 ** level for level in range(1, L + 1)]
     flow = {"L": L, "K": ks[0] if len(set(ks)) == 1 else [0] + ks, "coupling": "CondAffineSeparatedAndCond",
             "additionalFlowNoAffine": levels[0].plain, "split": split,

@@ -8,13 +8,12 @@ tensors do not give: which RRDB blocks feed the conditioning (only how many) and
 read the noise level (`flow.S`; every step holds `fAffine_std`). The official releases' choices are known.
 """
 import math
-from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 from models.layouts import RECOGNISERS
 from models.rrdb import rrdb_layout
 from models.srflow.layout import FLOW, conditioning_blocks, coupling_kind, coupling_prefixes, couplings_are, \
-    srflow_section
+    flow_levels, split_options, srflow_section
 from utils.errors import ConfigError
 
 # (scale, RRDB blocks, blocks stacked) -> the blocks the official SRFlow-DA and NCSR releases stack (4x and 8x)
@@ -22,43 +21,6 @@ OFFICIAL_BLOCKS = {(4, 23, 4): [1, 8, 15, 22], (8, 23, 4): [1, 8, 15, 22]}
 # (scale, L, K) -> NCSR's `flow.S` in its official releases: per level, how many last steps read the noise level
 OFFICIAL_NOISE_STEPS = {(4, 3, 16): [0, 16, 16], (8, 4, 20): [0, 0, 16, 16]}
 DA_KINDS = ("deep", "SRFlow-DA-R", "SRFlow-DA-D")  # coupling_kind's names for SRFlow-DA's couplings
-
-
-@dataclass
-class Steps:
-    """One flow level's layers: steps without a coupling, steps with one, splits (SRFlow-DA-S splits inside)."""
-    plain: int = 0
-    coupled: int = 0
-    splits: int = 0
-
-
-def level_steps(sd: dict) -> Optional[List[Steps]]:
-    """The flow's levels (a squeeze, which has no tensors, opens each), or None for another layer pattern."""
-    layers: Dict[int, List[str]] = {}
-    for key in sd:
-        if key.startswith(FLOW):
-            index, _, name = key[len(FLOW):].partition(".")
-            if not index.isdigit():
-                return None
-            layers.setdefault(int(index), []).append(name)
-    if not layers:
-        return None
-    levels: List[Steps] = []
-    for i in range(max(layers) + 1):
-        names = layers.get(i)
-        if names is None:
-            levels.append(Steps())
-        elif not levels:
-            return None
-        elif any(n.startswith("affine.") for n in names):
-            levels[-1].coupled += 1
-        elif any(n.startswith("actnorm.") for n in names) and not levels[-1].coupled:
-            levels[-1].plain += 1
-        elif any(n.startswith("conv.") for n in names):
-            levels[-1].splits += 1
-        else:
-            return None
-    return levels
 
 
 def hidden_convs(sd: dict, prefix: str, kind: str) -> List[str]:
@@ -70,15 +32,6 @@ def hidden_convs(sd: dict, prefix: str, kind: str) -> List[str]:
     return [k for k in sd if k.startswith(prefix + "fAffine2.") and k.endswith(".weight")]
 
 
-def split_options(sd: dict, enable: bool) -> dict:
-    split = {"enable": enable}
-    split_conv = [k for k in sd if k.startswith(FLOW) and k.endswith(".conv.weight")]
-    if split_conv:
-        consume, kept = sd[split_conv[0]].shape[0] // 2, sd[split_conv[0]].shape[1]
-        split["consume_ratio"] = consume / (consume + kept)
-    return split
-
-
 @RECOGNISERS.register("SRFlow-DA")
 def recognise_srflow_da(sd: dict) -> Optional[Tuple[dict, str]]:
     prefixes = coupling_prefixes(sd)
@@ -87,7 +40,7 @@ def recognise_srflow_da(sd: dict) -> Optional[Tuple[dict, str]]:
         return None
     kind = kinds.pop()
     rrdb = rrdb_layout({k[len("RRDB."):]: v for k, v in sd.items() if k.startswith("RRDB.")})
-    levels = level_steps(sd)
+    levels = flow_levels(sd, split_ends_level=False)
     first_step = FLOW + "1.actnorm.bias"
     hidden = hidden_convs(sd, prefixes[0], kind)
     if rrdb is None or not levels or len({level.plain for level in levels}) > 1 or first_step not in sd \
