@@ -363,6 +363,34 @@ def test_channels_last_computes_the_same_and_returns_contiguous_tensors():
     assert torch.allclose(results[0][-2], hr, atol=1e-4)  # and decode still inverts encode
 
 
+def test_on_the_cpu_convolution_weights_are_stored_in_the_compute_layout():
+    """On the CPU, channels_last (the default there) stores every 4-D parameter channels_last, so oneDNN copies
+    no weight per call: weights load and compute as contiguous ones do, and gradients and Adam's state follow.
+    `channels_last: false` keeps them contiguous."""
+    lr, hr = inputs(4)
+    nets = {}
+    for layout in (None, False):
+        opt = recipe(4)
+        opt["channels_last"] = layout
+        nets[layout] = randomize(build(opt)).train().to("cpu")  # Module.to keeps the layout of the device
+    fast, plain = nets[None], nets[False]
+    convs = [p for p in fast.parameters() if p.dim() == 4]
+    assert convs and all(p.is_contiguous(memory_format=torch.channels_last) for p in convs)
+    assert any(not p.is_contiguous(memory_format=torch.channels_last) for p in plain.parameters() if p.dim() == 4)
+    assert all(torch.equal(v, plain.state_dict()[k]) for k, v in fast.state_dict().items())
+    adam = torch.optim.Adam(fast.parameters(), lr=1e-4)
+    nll = fast(gt=hr, lr=lr, add_gt_noise=False)[1]
+    nll_plain = plain(gt=hr, lr=lr, add_gt_noise=False)[1]
+    assert torch.allclose(nll, nll_plain, atol=1e-5)
+    nll.mean().backward()
+    nll_plain.mean().backward()
+    adam.step()
+    trained = [(p, q) for p, q in zip(fast.parameters(), plain.parameters(), strict=True) if p.grad is not None]
+    assert trained and all(torch.allclose(p.grad, q.grad, atol=1e-4) for p, q in trained)
+    assert all(adam.state[p]["exp_avg"].is_contiguous(memory_format=torch.channels_last)
+               for p, _ in trained if p.dim() == 4)
+
+
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 def test_autocast_keeps_latents_and_nll_in_float32(net4, dtype):
     """Mixed precision (`fp16: true`; CPU autocast stands in for CUDA's here): convolutions run in half

@@ -8,6 +8,7 @@ from torch import nn
 
 from models import NETWORKS
 from models.srflow import geometry  # noqa: F401  (declares SRFlow's size rules)
+from models.memory_format import weights_to_compute_format
 from models.srflow.conditioning import Conditioning
 from models.srflow.config import KEYS, SRFlowConfig, srflow_config
 from models.srflow.flow_upsampler import FlowUpsamplerNet
@@ -49,6 +50,13 @@ class SRFlowNet(nn.Module):
                                                  squeeze=squeeze)
         self.train_rrdb = True
         self.set_train_rrdb(config.train_rrdb)
+        weights_to_compute_format(self, rrdb.channels_last)
+
+    def _apply(self, fn, *args, **kwargs):
+        """Module.to, .cuda, .float, ...: then the convolution weights' layout for their new device."""
+        super()._apply(fn, *args, **kwargs)
+        weights_to_compute_format(self, self.RRDB.channels_last)
+        return self
 
     def set_train_rrdb(self, flag: bool) -> bool:
         """Freeze (False: no gradients, RRDB run under no_grad) or unfreeze the RRDB; True if it changed."""
