@@ -177,7 +177,8 @@ def save_weights(sd: StateDict, path: Path, network: Optional[dict] = None) -> N
         save_file({k: v.detach().contiguous() for k, v in sd.items()}, str(path),
                   metadata=None if text is None else {SAFETENSORS_ENTRY: text})
         return
-    out = OrderedDict(sd)
+    # plain contiguous tensors, whatever layout the network computes in (models/memory_format.py)
+    out = OrderedDict((k, v.contiguous() if isinstance(v, torch.Tensor) else v) for k, v in sd.items())
     out._metadata = OrderedDict(getattr(sd, "_metadata", None) or {})  # PyTorch's per-module versions
     if text is not None:
         out._metadata[RECIPE_ENTRY] = {"json": text}
