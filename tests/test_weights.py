@@ -141,3 +141,17 @@ def test_inference_with_strict_load_false_reports_the_counts(image_dirs, tmp_pat
     _, used = load_generator(parse_options(recipe))
     assert used == weights
     assert any("skipped for shape 1, missing 1, unexpected 1" in m for m in records)
+
+
+def test_weights_files_hold_contiguous_tensors_whatever_the_compute_layout(tmp_path):
+    """On the CPU SRFlow computes with channels_last weights; its files hold plain tensors for other tools."""
+    from conftest import randomize
+    from models.weights import save_weights
+    from test_srflow_net import build, recipe
+    net = randomize(build(recipe(4)))
+    assert any(p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()
+               for p in net.parameters())
+    save_weights(net.state_dict(), tmp_path / "net.pth")
+    saved = torch.load(tmp_path / "net.pth", weights_only=True)
+    assert saved.keys() == net.state_dict().keys() and all(v.is_contiguous() for v in saved.values())
+    assert all(torch.equal(v, net.state_dict()[k]) for k, v in saved.items())
