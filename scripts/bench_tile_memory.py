@@ -115,9 +115,10 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[List[str]] = None) -> None:
     args = parse_args(argv)
-    # a fresh process per measurement (its own peak), forked from a server that imported torch once
+    # a fresh process per measurement (its own peak), forked from a server that imported torch and this
+    # project's modules once
     ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["torch"])
+    ctx.set_forkserver_preload(["torch", "inference.model", "inference.sr", "models"])
     import torch
     from utils import precision
     rows, precisions = [], usable(args.precision, args.device)

@@ -28,9 +28,13 @@ for line in open("requirements.txt"):
 PY
 }
 
+describe() {  # "3.11.9 torch 2.x": also the check that "$1" imports torch
+    "$1" -c 'import sys, torch; print(sys.version.split()[0], "torch", torch.__version__)' 2>/dev/null
+}
+
 if [ -n "${GPU_CHECK_PYTHON:-}" ]; then
     PY="$GPU_CHECK_PYTHON"
-elif [ -x .venv/bin/python ] && .venv/bin/python -c "import torch" 2>/dev/null; then
+elif [ -x .venv/bin/python ] && VERSION=$(describe .venv/bin/python); then
     PY=.venv/bin/python
 elif command -v python3 >/dev/null && satisfies_requirements python3; then
     PY=python3
@@ -40,5 +44,5 @@ else
         || { echo "error: could not install requirements.txt into .venv-gpu-check" >&2; exit 2; }
     PY=.venv-gpu-check/bin/python
 fi
-echo "[gpu_check] python: $PY ($("$PY" -c 'import sys, torch; print(sys.version.split()[0], "torch", torch.__version__)'))"
+echo "[gpu_check] python: $PY (${VERSION:-$(describe "$PY")})"
 exec "$PY" scripts/gpu_check.py "$@"
