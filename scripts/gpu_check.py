@@ -145,6 +145,7 @@ def cuda_test_files() -> List[str]:
     return sorted(str(p.relative_to(ROOT)) for p in (ROOT / "tests").glob("test_*.py")
                   if "mark.cuda" in p.read_text(errors="replace"))
 
+
 def part_cuda_tests(runner: Runner, log: Path, s: Settings) -> List[Row]:
     status = runner.run(log, python() + ["-m", "pytest", "-q", "-m", "cuda", "-p", "no:cacheprovider",
                                          *cuda_test_files()], 100)
