@@ -6,7 +6,6 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 import torch
-from torchvision.utils import make_grid
 
 from utils.image import write_image
 
@@ -45,6 +44,7 @@ def heat_map(values: np.ndarray) -> Tuple[np.ndarray, float]:
 
 def comparison_strip(rows: Sequence[Sequence[Panel]]) -> np.ndarray:
     """Rows of labelled panels (all of one image's size) on a white grid; short rows are padded."""
+    from torchvision.utils import make_grid  # here: importing torchvision costs every start ~2 s
     labelled = [[_labelled(p) for p in row] for row in rows]
     columns = max(len(row) for row in labelled)
     blank = np.full_like(labelled[0][0], 255)

@@ -4,7 +4,6 @@ import warnings
 from typing import Any, Dict, List
 
 import torch
-from torchvision.utils import make_grid
 
 from data import build_dataloader, build_dataset
 from data.image_folder import image_size, warn_skip
@@ -137,6 +136,7 @@ class SRMetrics:
                 self.score(outputs, hq, sums)
                 count += hq.shape[0]
                 if i < VISUAL_IMAGES:
+                    from torchvision.utils import make_grid  # torchvision's import costs every start ~2 s
                     row = [bicubic[0]] + [s[0] for k, v in outputs.items() if k != "_bicubic" for s in v]
                     logger.image(f"val_{self.name}_{i}", make_grid(torch.stack(row + [hq[0]]).float().cpu(),
                                                                   nrow=len(row) + 1, padding=2), it)
