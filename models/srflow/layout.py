@@ -109,32 +109,43 @@ def conditioning_blocks(cond_channels: int, nf: int, nb: int, scale: int,
                       f"say which: use test.py -opt with the recipe it was trained with (flow.stackRRDB.blocks)")
 
 
-def srflow_section(sd: dict, official: Dict[Tuple[int, int, int], List[int]]) -> Optional[dict]:
-    """The `srflow` section of a flow whose couplings' nets are `fAffine` and `fFeatures` and whose splits end
-    levels (SRFlow's and NCSR's layer pattern), or None; the couplings' kind is the caller's to check."""
+def rrdb_section(sd: dict) -> Optional[dict]:
+    """An `srflow` section holding the RRDB's keys read from its tensors, or None when they are no RRDB's."""
     rrdb = rrdb_layout({k[len("RRDB."):]: v for k, v in sd.items() if k.startswith("RRDB.")})
-    levels = flow_levels(sd)
-    couplings = coupling_prefixes(sd)
-    if rrdb is None or not levels or len({level.plain for level in levels}) > 1 or not couplings \
-            or couplings[0] + "fFeatures.0.weight" not in sd:
-        return None
-    section = dict(rrdb[0], which_model_G="srflow")
-    L, scale = len(levels), section["scale"]
+    return None if rrdb is None else dict(rrdb[0], which_model_G="srflow")
+
+
+def add_flow(section: dict, levels: List[Level], squeeze: int, blocks: List[int], split: dict,
+             coupling: dict) -> dict:
+    """`section` (from rrdb_section) with the flow keys of `levels`, the first level's squeeze factor, the
+    stacked RRDB `blocks`, the `split` and `CondAffineSeparatedAndCond` keys."""
+    scale, L = section["scale"], len(levels)
     ks = [level.coupled for level in levels]
-    split_levels = [i for i, level in enumerate(levels, 1) if level.splits]
-    features = sd[couplings[0] + "fFeatures.0.weight"]
-    blocks = conditioning_blocks(features.shape[1], section["nf"], section["nb"], scale, official)
-    split = split_options(sd, bool(split_levels))
-    if split_levels == list(range(1, L)):
-        split["correct_splits"] = True
-    factors = [scale / 2 ** level for level in range(1, L + 1)]
+    factors = [scale / squeeze ** level for level in range(1, L + 1)]
     flow = {"L": L, "K": ks[0] if len(set(ks)) == 1 else [0] + ks, "coupling": "CondAffineSeparatedAndCond",
             "additionalFlowNoAffine": levels[0].plain, "split": split,
             "fea_up0": 0.5 in factors, "fea_up-1": 0.25 in factors,
-            "stackRRDB": {"blocks": blocks, "concat": bool(blocks)},
-            "CondAffineSeparatedAndCond": {"hidden_channels": features.shape[0]}}
+            "stackRRDB": {"blocks": blocks, "concat": bool(blocks)}, "CondAffineSeparatedAndCond": coupling}
     section.update(flow_scale=scale, flow=flow, **({"K": ks[0]} if len(set(ks)) == 1 else {}))
     return section
+
+
+def srflow_section(sd: dict, official: Dict[Tuple[int, int, int], List[int]]) -> Optional[dict]:
+    """The `srflow` section of a flow whose couplings' nets are `fAffine` and `fFeatures` and whose splits end
+    levels (SRFlow's and NCSR's layer pattern), or None; the couplings' kind is the caller's to check."""
+    section = rrdb_section(sd)
+    levels = flow_levels(sd)
+    couplings = coupling_prefixes(sd)
+    if section is None or not levels or len({level.plain for level in levels}) > 1 or not couplings \
+            or couplings[0] + "fFeatures.0.weight" not in sd:
+        return None
+    split_levels = [i for i, level in enumerate(levels, 1) if level.splits]
+    features = sd[couplings[0] + "fFeatures.0.weight"]
+    blocks = conditioning_blocks(features.shape[1], section["nf"], section["nb"], section["scale"], official)
+    split = split_options(sd, bool(split_levels))
+    if split_levels == list(range(1, len(levels))):
+        split["correct_splits"] = True
+    return add_flow(section, levels, 2, blocks, split, {"hidden_channels": features.shape[0]})
 
 
 @RECOGNISERS.register("srflow")

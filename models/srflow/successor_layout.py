@@ -11,9 +11,8 @@ import math
 from typing import List, Optional, Tuple
 
 from models.layouts import RECOGNISERS
-from models.rrdb import rrdb_layout
-from models.srflow.layout import FLOW, conditioning_blocks, coupling_kind, coupling_prefixes, couplings_are, \
-    flow_levels, split_options, srflow_section
+from models.srflow.layout import FLOW, add_flow, conditioning_blocks, coupling_kind, coupling_prefixes, \
+    couplings_are, flow_levels, rrdb_section, split_options, srflow_section
 from utils.errors import ConfigError
 
 # (scale, RRDB blocks, blocks stacked) -> the blocks the official SRFlow-DA and NCSR releases stack (4x and 8x)
@@ -39,14 +38,13 @@ def recognise_srflow_da(sd: dict) -> Optional[Tuple[dict, str]]:
     if len(kinds) != 1 or not kinds <= set(DA_KINDS):
         return None
     kind = kinds.pop()
-    rrdb = rrdb_layout({k[len("RRDB."):]: v for k, v in sd.items() if k.startswith("RRDB.")})
+    section = rrdb_section(sd)
     levels = flow_levels(sd, split_ends_level=False)
     first_step = FLOW + "1.actnorm.bias"
     hidden = hidden_convs(sd, prefixes[0], kind)
-    if rrdb is None or not levels or len({level.plain for level in levels}) > 1 or first_step not in sd \
+    if section is None or not levels or len({level.plain for level in levels}) > 1 or first_step not in sd \
             or not hidden:
         return None
-    section = dict(rrdb[0], which_model_G="srflow")
     scale, nf, nb = section["scale"], section["nf"], section["nb"]
     squeeze = round(math.sqrt(sd[first_step].shape[1] / section["out_nc"]))  # the first level's squeeze
     variant = kind if kind != "deep" else "SRFlow-DA-S" if squeeze == scale else "SRFlow-DA"
@@ -54,18 +52,12 @@ def recognise_srflow_da(sd: dict) -> Optional[Tuple[dict, str]]:
         return None
     features = sd[prefixes[0] + ("fFeatures.0.weight" if kind == "deep" else "fFeatures1.0.weight")]
     blocks = conditioning_blocks(features.shape[1], nf, nb, scale, OFFICIAL_BLOCKS)
-    L, ks = len(levels), [level.coupled for level in levels]
-    factors = [scale / squeeze ** level for level in range(1, L + 1)]
     coupling = {"hidden_channels": features.shape[0], "variant": variant, "n_hidden_layers": len(hidden),
                 "kernel_hidden": sd[hidden[0]].shape[-1]}
-    flow = {"L": L, "K": ks[0] if len(set(ks)) == 1 else [0] + ks, "coupling": "CondAffineSeparatedAndCond",
-            "additionalFlowNoAffine": levels[0].plain,
-            "split": split_options(sd, any(level.splits for level in levels)),
-            "fea_up0": 0.5 in factors, "fea_up-1": 0.25 in factors,
-            "stackRRDB": {"blocks": blocks, "concat": bool(blocks)}, "CondAffineSeparatedAndCond": coupling}
-    section.update(flow_scale=scale, flow=flow, **({"K": ks[0]} if len(set(ks)) == 1 else {}))
+    split = split_options(sd, any(level.splits for level in levels))
+    flow = add_flow(section, levels, squeeze, blocks, split, coupling)["flow"]
     official = " (an official SRFlow-DA layout)" if (scale, nb, len(blocks)) in OFFICIAL_BLOCKS else ""
-    return section, (f"{variant} nf {nf}, nb {nb}, {scale}x, L {L}, K {flow['K']}, {len(hidden)} hidden "
+    return section, (f"{variant} nf {nf}, nb {nb}, {scale}x, L {flow['L']}, K {flow['K']}, {len(hidden)} hidden "
                      f"{coupling['kernel_hidden']}x{coupling['kernel_hidden']} convolutions of width "
                      f"{coupling['hidden_channels']}, RRDB blocks {blocks}{official}")
 
