@@ -11,7 +11,8 @@ import torch
 import yaml
 
 from conftest import ROOT, randomize, tiny_rrdb_recipe, tiny_srflow_recipe
-from test_esrgan import REFERENCE_RECIPE, esrgan_images, vgg_weights  # noqa: F401  (fixtures)
+from test_esrgan import REFERENCE_RECIPE, all_weights, assert_each_network_learned
+from test_esrgan import esrgan_images, vgg_weights  # noqa: F401  (fixtures)
 from test_esrgan import tiny as tiny_esrgan
 from inference.model import parse_inference_options
 from inference.sr import super_resolve
@@ -121,12 +122,9 @@ def test_fp16_trains_the_two_esrgan_networks(esrgan_images, vgg_weights, tmp_pat
     sets = tiny_esrgan(esrgan_images, tmp_path, vgg_weights, REFERENCE_RECIPE, niter=6)
     trainer = Trainer(parse_options(REFERENCE_RECIPE, sets + ["gpu_ids=[0]", "fp16=true"]))
     assert trainer.amp_dtype == (torch.bfloat16 if half == "bf16" else torch.float16)
-    before = {name: {k: v.clone() for k, v in net.state_dict().items()} for name, net in trainer.networks.items()}
+    before = all_weights(trainer)
     trainer.fit()
     assert not trainer.nan_skips
-    for name, net in trainer.networks.items():
-        after = net.state_dict()
-        assert all(torch.isfinite(v).all() for v in after.values() if v.is_floating_point()), name
-        assert any(not torch.equal(v, after[k]) for k, v in before[name].items() if v.is_floating_point()), name
+    assert_each_network_learned(trainer, before)
     if trainer.scaler is not None:
         assert 0 < trainer.scaler.get_scale() < float("inf")

@@ -66,12 +66,24 @@ def weights(trainer, name):
     return {k: v.clone() for k, v in trainer.networks[name].state_dict().items()}
 
 
+def all_weights(trainer):
+    return {name: weights(trainer, name) for name in trainer.networks}
+
+
+def assert_each_network_learned(trainer, before):
+    """Every network's weights are finite and some changed since `before` (all_weights before training)."""
+    for name in trainer.networks:
+        after = weights(trainer, name)
+        assert all(torch.isfinite(v).all() for v in after.values() if v.is_floating_point()), name
+        assert any(not torch.equal(v, after[k]) for k, v in before[name].items() if v.is_floating_point()), name
+
+
 @pytest.mark.parametrize("recipe", [GN_RECIPE, REFERENCE_RECIPE])
 def test_dlas_recipes_train_both_networks_with_every_loss(recipe, esrgan_images, vgg_weights, tmp_path):
     sets = tiny(esrgan_images, tmp_path, vgg_weights, recipe)
     opt = parse_options(recipe, sets)
     trainer = Trainer(opt)
-    before = {name: weights(trainer, name) for name in trainer.networks}
+    before = all_weights(trainer)
     logs = []
     original = trainer.train_step
     trainer.train_step = lambda state: logs.append(original(state)) or logs[-1]
@@ -82,9 +94,7 @@ def test_dlas_recipes_train_both_networks_with_every_loss(recipe, esrgan_images,
         expected.add("generator/translational")
     assert expected <= losses
     assert "feature_discriminator/gan_disc_img" not in logs[0]  # the step's `after` holds it back
-    for name in trainer.networks:
-        after = weights(trainer, name)
-        assert any(not torch.equal(v, after[k]) for k, v in before[name].items() if v.is_floating_point()), name
+    assert_each_network_learned(trainer, before)
 
 
 def test_resume_with_two_trained_networks_and_ema_is_bit_exact(esrgan_images, vgg_weights, tmp_path):
@@ -113,7 +123,7 @@ def test_fp16_trains_both_networks_in_bf16_on_a_cpu_that_computes_it(esrgan_imag
     sets = tiny(esrgan_images, tmp_path, vgg_weights, REFERENCE_RECIPE, niter=4, extra=["fp16=true"])
     trainer = Trainer(parse_options(REFERENCE_RECIPE, sets))
     assert trainer.amp_dtype == torch.bfloat16 and trainer.scaler is None
-    before = {name: weights(trainer, name) for name in trainer.networks}
+    before = all_weights(trainer)
     logs = []
     original = trainer.train_step
     trainer.train_step = lambda state: logs.append(original(state)) or logs[-1]
@@ -122,10 +132,9 @@ def test_fp16_trains_both_networks_in_bf16_on_a_cpu_that_computes_it(esrgan_imag
     assert {"feature_discriminator/gan_disc_img", "generator/gan_gen_img", "generator/feature"} <= \
         {key for log in logs for key in log}
     assert all(np.isfinite(float(v)) for log in logs for v in log.values())
-    for name in trainer.networks:
-        after = weights(trainer, name)
-        assert all(v.dtype == before[name][k].dtype for k, v in after.items())  # weights stay float32
-        assert any(not torch.equal(v, after[k]) for k, v in before[name].items() if v.is_floating_point()), name
+    assert_each_network_learned(trainer, before)
+    for name in trainer.networks:  # weights stay float32
+        assert all(v.dtype == before[name][k].dtype for k, v in weights(trainer, name).items()), name
 
 
 def test_float16_with_one_grad_scaler_trains_both_networks(esrgan_images, vgg_weights, tmp_path, monkeypatch):
@@ -139,14 +148,11 @@ def test_float16_with_one_grad_scaler_trains_both_networks(esrgan_images, vgg_we
     sets = tiny(esrgan_images, tmp_path, vgg_weights, REFERENCE_RECIPE, niter=4, extra=["fp16=true"])
     trainer = Trainer(parse_options(REFERENCE_RECIPE, sets))
     assert trainer.amp_dtype == torch.float16 and trainer.scaler is not None
-    before = {name: weights(trainer, name) for name in trainer.networks}
+    before = all_weights(trainer)
     trainer.fit()
     assert not trainer.nan_skips
     assert 0 < trainer.scaler.get_scale() < float("inf")
-    for name in trainer.networks:
-        after = weights(trainer, name)
-        assert all(torch.isfinite(v).all() for v in after.values() if v.is_floating_point()), name
-        assert any(not torch.equal(v, after[k]) for k, v in before[name].items() if v.is_floating_point()), name
+    assert_each_network_learned(trainer, before)
 
 
 def test_each_step_updates_only_its_own_network(esrgan_images, vgg_weights, tmp_path):
