@@ -32,7 +32,8 @@ Timed, best of `--iters` after one warm-up, each in a fresh process, over `--rou
 official and ours (on a shared machine, a burst of load then hits both alike):
   train step  zero_grad, encode with add_gt_noise=True, mean NLL backward, Adam step (the same
               torch.optim.Adam for both), RRDB frozen (stage 2) and joint (stage 3);
-  decode      eval mode, no grad, z ~ N(0, 0.8^2) given, split eps drawn at t=0.8 by each model;
+  decode      eval mode, no grad, z ~ N(0, 0.8^2) given, split eps drawn at t=0.8 by each model; ours from
+              its RRDB's conditioning alone, as test.py decodes (the official RRDB also makes its HR image);
   decode bf16 ours under bf16 autocast (utils/precision.py), beside the official float32 decode; only on a
               CPU with native bf16 (AVX512_BF16 or AMX) or a GPU with bf16. Its quality is printed first: the
               bf16 decode of the reference latents against the float32 one, and the t=0 mean image's PSNR.
@@ -322,6 +323,12 @@ def trim_heap() -> None:
         pass
 
 
+def conditioning(net: Any, impl: str, lr: Any) -> Dict[str, Any]:
+    """Ours decodes as test.py does: from the RRDB's conditioning alone (`lr_enc`), without the RRDB's own HR
+    image that `forward` would also return. The official decode makes that image: its RRDB computes every output."""
+    return {"lr_enc": net.rrdb_preprocessing(lr)} if impl == "ours" else {}
+
+
 def time_phase(net: Any, impl: str, phase: str, ref: Dict[str, Any], args: argparse.Namespace) -> Dict[str, Any]:
     """Best and median seconds per call of `phase` after one warm-up, and its peak memory in MiB."""
     import torch
@@ -337,7 +344,7 @@ def time_phase(net: Any, impl: str, phase: str, ref: Dict[str, Any], args: argpa
 
         def call() -> None:
             with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                net(lr=lr, z=z, eps_std=TEMPERATURE, reverse=True, **std)
+                net(lr=lr, z=z, eps_std=TEMPERATURE, reverse=True, **conditioning(net, impl, lr), **std)
     else:
         set_rrdb_training(net, impl, phase == "train_joint")
         net.train()
@@ -405,10 +412,12 @@ def profile_decode(net: Any, ref: Dict[str, Any], args: argparse.Namespace) -> L
             return min(times)
 
         with torch.no_grad(), precision.autocast(device, dtype):
-            total = cpu_seconds(lambda: net(lr=lr, z=z, eps_std=TEMPERATURE, reverse=True, **std))
-            rrdb = cpu_seconds(lambda: net.rrdb_preprocessing(lr, with_out=True))
+            def decode() -> None:
+                net(lr=lr, z=z, eps_std=TEMPERATURE, reverse=True, **conditioning(net, "ours", lr), **std)
+            total = cpu_seconds(decode)
+            rrdb = cpu_seconds(lambda: net.rrdb_preprocessing(lr))
             with profile(activities=[ProfilerActivity.CPU]) as prof:
-                net(lr=lr, z=z, eps_std=TEMPERATURE, reverse=True, **std)
+                decode()
         events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
         whole = sum(e.self_cpu_time_total for e in events) or 1
         lines.append(f"profile of ours' decode in {name}: the RRDB is {rrdb / total:.0%} of it (RRDB {rrdb:.2f} s, "
