@@ -11,7 +11,9 @@ import torch
 from inference.sr import super_resolve
 from models import build_network, is_flow, load_network_weights
 from models.rrdb import RRDBNet
+from models.srflow import flow_upsampler
 from models.srflow.actnorm import ActNorm
+from models.srflow.conditioning import Conditioning, cast_once_for_autocast
 from models.srflow.config import CHOICES, FLOW_KEYS, IGNORED
 from models.srflow.gaussian import gaussian_logp
 from models.weights import OFFICIAL_NAMES
@@ -404,3 +406,25 @@ def test_autocast_keeps_latents_and_nll_in_float32(net4, dtype):
     assert all(t.dtype == torch.float32 for t in (*epses, nll, logdet, sr, logdet_back))
     assert torch.allclose(nll, nll_full, rtol=1e-2)
     assert torch.allclose(sr, hr, atol=1e-2) and torch.allclose(logdet_back, -logdet, rtol=1e-3, atol=1e-2)
+
+
+def test_under_autocast_each_level_casts_its_conditioning_once_with_the_same_result(net4, monkeypatch):
+    """Autocast would cast a level's conditioning to bf16 again in each coupling; it is cast once instead, with
+    bit-identical results. Where a gradient flows into it (joint training) it stays float32, so that the
+    couplings' gradients add up in float32."""
+    lr, _ = inputs(4)
+
+    def decode():
+        torch.manual_seed(0)
+        with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+            return net4(lr=lr, eps_std=0.8, reverse=True)[0]
+    once = decode()
+    monkeypatch.setattr(flow_upsampler, "cast_once_for_autocast", lambda cond: cond)
+    assert torch.equal(once, decode())
+
+    fea, stack = torch.rand(1, 4, 6, 6), torch.rand(1, 8, 3, 3)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        cast = cast_once_for_autocast(Conditioning(fea, stack))
+        assert cast.fea.dtype == cast.stack.dtype == torch.bfloat16 and torch.equal(cast.stack, stack.bfloat16())
+        assert cast_once_for_autocast(fea.requires_grad_()) is fea
+    assert cast_once_for_autocast(stack) is stack  # outside autocast

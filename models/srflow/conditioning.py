@@ -23,6 +23,31 @@ class Conditioning(NamedTuple):
 Features = Union[torch.Tensor, Conditioning]  # a level's conditioning, whole or in parts
 
 
+def autocast_dtype_on(device: torch.device) -> Optional[torch.dtype]:
+    """The dtype autocast computes convolutions in on `device` now, or None outside autocast."""
+    if hasattr(torch, "get_autocast_dtype"):  # torch >= 2.4
+        enabled = torch.is_autocast_enabled(device.type)
+        return torch.get_autocast_dtype(device.type) if enabled else None
+    if device.type == "cpu":
+        return torch.get_autocast_cpu_dtype() if torch.is_autocast_cpu_enabled() else None
+    return torch.get_autocast_gpu_dtype() if torch.is_autocast_enabled() else None
+
+
+def cast_once_for_autocast(cond: Features) -> Features:
+    """Under autocast, the conditioning in the dtype its convolutions compute in: autocast would cast it anew for
+    each of the level's couplings (K casts of the largest maps the flow reads, memory-bound; the same values).
+    Not where the conditioning needs a gradient: its couplings' gradients would then add up in that dtype."""
+    tensors = [cond] if isinstance(cond, torch.Tensor) else [t for t in cond if t is not None]
+    if not tensors or (torch.is_grad_enabled() and any(t.requires_grad for t in tensors)):
+        return cond
+    dtype = autocast_dtype_on(tensors[0].device)
+    if dtype is None or not tensors[0].is_floating_point():
+        return cond
+    if isinstance(cond, torch.Tensor):
+        return cond.to(dtype)
+    return Conditioning(*(None if t is None else t.to(dtype) for t in cond))
+
+
 @functools.lru_cache(maxsize=None)
 def _phase_layout(f: int) -> Tuple[torch.Tensor, Tuple[Tuple[int, int], ...]]:
     """How the 3x3 taps of a convolution of an f-times nearest upsampling land on LR pixels, per output

@@ -6,12 +6,12 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from models.memory_format import to_compute_format
-from models.srflow.conditioning import Features
+from models.srflow.conditioning import Features, cast_once_for_autocast
 from models.srflow.config import FlowConfig
 from models.srflow.coupling import CondAffineSeparatedAndCond
 from models.srflow.deep_coupling import DeepCondAffine
 from models.srflow.flow_step import FlowStep
-from models.srflow.invertible import FlowCond, InvertibleLayer, start_logdet
+from models.srflow.invertible import NO_COND, FlowCond, InvertibleLayer, start_logdet
 from models.srflow.noise_coupling import NoiseCondAffine
 from models.srflow.split import Split2d
 from models.srflow.squeeze import Squeeze
@@ -94,8 +94,11 @@ class FlowUpsamplerNet(nn.Module):
         self._check_sizes(x, conds, reverse)
         logdet = start_logdet(x, logdet)
         x = to_compute_format(x, self.channels_last)
-        level_conds = [FlowCond(features, epses, eps_std, std) for features in conds]
         order = range(len(self.layers))
+        level, cond = None, NO_COND
         for i in (reversed(order) if reverse else order):
-            x, logdet = self._run(self.layers[i], x, logdet, reverse, level_conds[self.level_of[i] - 1])
+            if self.level_of[i] != level:  # one level's cast conditioning alive at a time
+                level = self.level_of[i]
+                cond = FlowCond(cast_once_for_autocast(conds[level - 1]), epses, eps_std, std)
+            x, logdet = self._run(self.layers[i], x, logdet, reverse, cond)
         return x, logdet
