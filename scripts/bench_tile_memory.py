@@ -16,6 +16,7 @@ a CPU with native bf16 (AVX512_BF16 or AMX) or a GPU with it; elsewhere its rows
 """
 import argparse
 import multiprocessing as mp
+import os
 import resource
 import sys
 import time
@@ -132,7 +133,9 @@ def main(argv: Optional[List[str]] = None) -> None:
                 sys.exit(f"error: the run with --tile {tile} in {dtype_name} failed (exit code {proc.exitcode})")
             rows.append((tile, dtype_name, *queue.get()))
     where = args.device if args.device == "cuda" else f"cpu, {args.threads or 'default'} threads"
-    print(f"{args.opt}: HR {args.hr[0]}x{args.hr[1]}, t={args.temperature:g}, overlap {args.overlap}; {where}")
+    allocator = os.environ.get("GLIBC_TUNABLES")  # e.g. large freed blocks kept for reuse: docs/performance.md
+    print(f"{args.opt}: HR {args.hr[0]}x{args.hr[1]}, t={args.temperature:g}, overlap {args.overlap}; {where}"
+          + (f"; GLIBC_TUNABLES={allocator}" if allocator else ""))
     print(f"machine: {precision.describe_cpu()}; torch {torch.__version__}")
     memory = ("peak GiB", "SR added GiB") if args.device == "cpu" else ("CUDA peak GiB", "")
     print(f"{'tile':>6} {'precision':>9} {memory[0]:>14} {memory[1]:>14} {'seconds':>9} {'CPU s':>9}")
