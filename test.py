@@ -15,6 +15,7 @@ import sys
 
 from utils import precision
 from utils.cli import run_cli
+from utils.cpu_memory import use_huge_pages
 
 
 def main(argv=None) -> int:
@@ -37,6 +38,7 @@ def main(argv=None) -> int:
     parser.add_argument("--overwrite", action="store_true",
                         help="redo every image, even those an earlier run of the same settings finished")
     args = parser.parse_args(argv)
+    use_huge_pages()  # before torch is imported: utils/cpu_memory.py
     only_weights = [f"--{name}" for name in ("input", "output", "hq", "heat", "samples")
                     if getattr(args, name) is not None]
     if (args.opt is None) == (args.weights is None):

@@ -7,6 +7,7 @@ import argparse
 import sys
 
 from utils.cli import run_cli
+from utils.cpu_memory import use_huge_pages
 
 
 def main(argv=None) -> int:
@@ -20,6 +21,7 @@ def main(argv=None) -> int:
     parser.add_argument("--launcher", choices=["none", "pytorch"], default="none",
                         help="`pytorch` under torchrun for distributed training")
     args = parser.parse_args(argv)
+    use_huge_pages()  # before torch is imported: utils/cpu_memory.py
 
     def train() -> None:
         from utils import dist

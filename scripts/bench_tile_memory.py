@@ -25,6 +25,7 @@ from typing import List, Optional, Tuple
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from utils.cpu_memory import use_huge_pages  # noqa: E402
 
 GIB = 2 ** 30
 
@@ -116,6 +117,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
 
 def main(argv: Optional[List[str]] = None) -> None:
     args = parse_args(argv)
+    use_huge_pages()  # as test.py does, before the processes below import torch
     # a fresh process per measurement (its own peak), forked from a server that imported torch and this
     # project's modules once
     ctx = mp.get_context("forkserver")
@@ -133,9 +135,9 @@ def main(argv: Optional[List[str]] = None) -> None:
                 sys.exit(f"error: the run with --tile {tile} in {dtype_name} failed (exit code {proc.exitcode})")
             rows.append((tile, dtype_name, *queue.get()))
     where = args.device if args.device == "cuda" else f"cpu, {args.threads or 'default'} threads"
-    allocator = os.environ.get("GLIBC_TUNABLES")  # e.g. large freed blocks kept for reuse: docs/performance.md
+    settings = [f"{name}={os.environ[name]}" for name in ("THP_MEM_ALLOC_ENABLE", "GLIBC_TUNABLES") if name in os.environ]
     print(f"{args.opt}: HR {args.hr[0]}x{args.hr[1]}, t={args.temperature:g}, overlap {args.overlap}; {where}"
-          + (f"; GLIBC_TUNABLES={allocator}" if allocator else ""))
+          + "".join(f"; {setting}" for setting in settings))
     print(f"machine: {precision.describe_cpu()}; torch {torch.__version__}")
     memory = ("peak GiB", "SR added GiB") if args.device == "cpu" else ("CUDA peak GiB", "")
     print(f"{'tile':>6} {'precision':>9} {memory[0]:>14} {memory[1]:>14} {'seconds':>9} {'CPU s':>9}")

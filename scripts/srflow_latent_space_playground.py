@@ -37,12 +37,14 @@ from glob import glob
 from pathlib import Path
 from typing import Dict, List, NamedTuple, Optional, Tuple
 
-import cv2
-import numpy as np
-import torch
-from torch import nn
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from utils.cpu_memory import use_huge_pages  # noqa: E402
+
+use_huge_pages()  # before torch is imported: utils/cpu_memory.py
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
 
 from data.degradations import CORRUPTIONS, corrupt as corrupt_named  # noqa: E402
 from data.imresize import imresize  # noqa: E402
