@@ -135,7 +135,8 @@ def main(argv: Optional[List[str]] = None) -> None:
                 sys.exit(f"error: the run with --tile {tile} in {dtype_name} failed (exit code {proc.exitcode})")
             rows.append((tile, dtype_name, *queue.get()))
     where = args.device if args.device == "cuda" else f"cpu, {args.threads or 'default'} threads"
-    settings = [f"{name}={os.environ[name]}" for name in ("THP_MEM_ALLOC_ENABLE", "GLIBC_TUNABLES") if name in os.environ]
+    settings = [f"{name}={os.environ[name]}" for name in ("THP_MEM_ALLOC_ENABLE", "GLIBC_TUNABLES")
+                if name in os.environ]
     print(f"{args.opt}: HR {args.hr[0]}x{args.hr[1]}, t={args.temperature:g}, overlap {args.overlap}; {where}"
           + "".join(f"; {setting}" for setting in settings))
     print(f"machine: {precision.describe_cpu()}; torch {torch.__version__}")

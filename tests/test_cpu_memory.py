@@ -31,7 +31,8 @@ def page_faults(setting: Optional[str] = None) -> int:
     env = {k: v for k, v in os.environ.items() if k != "THP_MEM_ALLOC_ENABLE"}
     if setting is not None:
         env["THP_MEM_ALLOC_ENABLE"] = setting
-    run = subprocess.run([sys.executable, "-c", FAULTS, str(ROOT)], capture_output=True, text=True, timeout=120, env=env)
+    run = subprocess.run([sys.executable, "-c", FAULTS, str(ROOT)], capture_output=True, text=True, timeout=120,
+                         env=env)
     assert run.returncode == 0, run.stderr[-2000:]
     return int(run.stdout.split()[-1])
 
